@@ -1,0 +1,42 @@
+# The two ways in: `make run` and `make test`. Everything else is a helper of those.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+# Re-install only when the project definition changes.
+STAMP      := $(VENV)/.installed
+STAMP_DEV  := $(VENV)/.installed-dev
+export NLTK_DATA ?= $(abspath ../shared/nltk_data)
+
+.PHONY: run test install install-dev lint conformance bench clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --upgrade pip setuptools wheel
+
+$(STAMP): pyproject.toml | $(BIN)/python
+	$(BIN)/pip install -e .
+	touch $@
+
+$(STAMP_DEV): pyproject.toml | $(BIN)/python
+	$(BIN)/pip install -e '.[dev]'
+	touch $@ $(STAMP)
+
+install: $(STAMP)
+install-dev: $(STAMP_DEV)
+
+## make run: set up .venv and start the service (demo weights are used when ./weights holds no model)
+run: install
+	$(BIN)/gsv-server
+
+## make test: set up .venv with dev extras and run the whole test suite
+test: install-dev
+	$(BIN)/python -m pytest
+
+lint: install-dev
+	$(BIN)/ruff check app tests benchmarks
+
+conformance: install-dev
+	$(BIN)/python -m pytest -m conformance
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache *.egg-info
