@@ -26,3 +26,55 @@ def conformance() -> Path:
 def read_jsonl(path: Path) -> list[dict]:
     with open(path, encoding="utf-8") as f:
         return [json.loads(line) for line in f if line.strip()]
+
+
+# --------------------------------------------------------------------------- generated weights
+# Random weights in the official formats, written once by the corpus's own weights.py and cached
+# under .cache/ (keyed by layout, seed and the layout file's hash), shared by every test session.
+WEIGHTS_CACHE = ROOT / ".cache" / "conformance-weights"
+
+
+def generate_weights(layout: str, seed: int, file_name: str | None = None) -> Path:
+    """Path of ``layout`` written with ``seed`` (a file, or a folder for HF/BigVGAN layouts)."""
+    import hashlib
+    import shutil
+    import subprocess
+    import sys
+    import tempfile
+
+    layout_path = conformance_dir() / "layouts" / f"{layout}.json"
+    digest = hashlib.sha256(layout_path.read_bytes()).hexdigest()[:12]
+    meta = json.loads(layout_path.read_text(encoding="utf-8"))
+    name = file_name or meta.get("file_name") or layout
+    target_dir = WEIGHTS_CACHE / f"{layout}-{seed}-{digest}"
+    target = target_dir / name
+    if target.exists():
+        return target
+    WEIGHTS_CACHE.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(dir=WEIGHTS_CACHE, prefix=".tmp-"))
+    try:
+        # The corpus's own command line, exactly as its README runs it.
+        subprocess.run(
+            [sys.executable, str(conformance_dir() / "weights.py"), layout, str(seed), str(staging / name)],
+            check=True,
+            capture_output=True,
+        )
+        staging.replace(target_dir) if not target_dir.exists() else None
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return target
+
+
+@pytest.fixture(scope="session")
+def corpus_weights(conformance):
+    """name in models/index.json 'weights' → generated path (lazily, cached)."""
+    index = json.loads((conformance / "models" / "index.json").read_text(encoding="utf-8"))
+    cache: dict[str, Path] = {}
+
+    def get(name: str) -> Path:
+        if name not in cache:
+            spec = index["weights"][name]
+            cache[name] = generate_weights(spec["layout"], spec["seed"])
+        return cache[name]
+
+    return get
