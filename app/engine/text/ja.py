@@ -20,9 +20,11 @@ import re
 from functools import cache
 from types import ModuleType
 
-# Upstream's punctuation symbols (symbols.py `punctuation`). Only ASCII ones: "！？" are *not* folded.
-_PUNCTUATION = "!?…,.-"
-_REPEATED_PUNCTUATION = re.compile(f"([{re.escape(_PUNCTUATION)}])[{re.escape(_PUNCTUATION)}]+")
+from app.engine.text.symbols import PUNCTUATION
+
+# Runs of the model's punctuation symbols. Only those: full-width "！？" are *not* folded.
+_PUNCTUATION_CLASS = "[" + re.escape("".join(PUNCTUATION)) + "]"
+_REPEATED_PUNCTUATION = re.compile(f"({_PUNCTUATION_CLASS}){_PUNCTUATION_CLASS}+")
 
 # Characters OpenJTalk is asked to read. Everything else is a "mark" passed through one by one.
 # \d is Unicode-aware, so it also covers full-width digits (the explicit U+FF11-FF19 range is upstream's).

@@ -1,0 +1,54 @@
+"""Korean frontend against the golden corpus made by upstream GPT-SoVITS.
+
+Every v2 lang_segment with lang "ko" is fed to our normalize + g2p. (v1 has no Korean module: upstream's
+cleaner reads such pieces as the English text " ", so v1 "ko" pieces say nothing about this module and
+are left out by that rule.) The golden phones are after upstream's cleaner, which turns any phone missing from the
+version's symbol table into "UNK"; the test applies that same rule to our phones before comparing.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from app.engine.text import ko
+from tests.conftest import conformance_dir, read_jsonl
+
+
+def _korean_segments() -> list[tuple[str, str, dict]]:
+    path = conformance_dir() / "text" / "frontend.jsonl"
+    if not path.is_file():
+        return []
+    found: dict[tuple[str, str], tuple[str, str, dict]] = {}
+    for case in read_jsonl(path):
+        for segment in case.get("segments") or []:
+            for piece in segment["lang_segments"]:
+                if piece["lang"] == "ko" and case["version"] != "v1":
+                    found.setdefault((case["version"], piece["text"]), (case["id"], case["version"], piece))
+    return list(found.values())
+
+
+SEGMENTS = _korean_segments()
+
+
+@pytest.fixture(scope="module")
+def symbol_tables(conformance) -> dict[str, frozenset[str]]:
+    tables = json.loads((conformance / "text" / "symbols.json").read_text(encoding="utf-8"))
+    return {"v2": frozenset(tables["v2"]["symbols"])}
+
+
+def test_corpus_has_korean_segments():
+    assert len(SEGMENTS) >= 40
+
+
+@pytest.mark.conformance
+@pytest.mark.parametrize(
+    ("case_id", "version", "piece"), SEGMENTS, ids=[f"{c}:{p['text']}" for c, _, p in SEGMENTS]
+)
+def test_matches_upstream(case_id, version, piece, symbol_tables):
+    norm_text = ko.normalize(piece["text"])
+    assert norm_text == piece["norm_text"]
+    known = symbol_tables[version]
+    phones = [phone if phone in known else "UNK" for phone in ko.g2p(norm_text)]
+    assert phones == piece["phones"]
