@@ -1,0 +1,212 @@
+"""The weights root: what models exist, what version each is, and safe name → path resolution.
+
+The root is laid out like an upstream GPT-SoVITS install, so an existing upstream folder works
+unchanged (see weights/README.md). Names are the relative paths upstream's UI shows, e.g.
+``SoVITS_weights_v2/voice_e8_s200.pth`` or ``GPT_SoVITS/pretrained_models/s1v3.ckpt``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+
+from app.engine.checkpoints import VERSION_HEADERS, ZIP_MAGIC, CheckpointError, load_checkpoint, weights_of
+from app.errors import NotFound, ServiceError
+
+PRETRAINED = "GPT_SoVITS/pretrained_models"
+
+# Official pretrained files per model version (upstream config.py).
+PRETRAINED_SOVITS: dict[str, str] = {
+    "v1": f"{PRETRAINED}/s2G488k.pth",
+    "v2": f"{PRETRAINED}/gsv-v2final-pretrained/s2G2333k.pth",
+    "v3": f"{PRETRAINED}/s2Gv3.pth",
+    "v4": f"{PRETRAINED}/gsv-v4-pretrained/s2Gv4.pth",
+    "v2Pro": f"{PRETRAINED}/v2Pro/s2Gv2Pro.pth",
+    "v2ProPlus": f"{PRETRAINED}/v2Pro/s2Gv2ProPlus.pth",
+}
+PRETRAINED_GPT: dict[str, str] = {
+    "v1": f"{PRETRAINED}/s1bert25hz-2kh-longer-epoch=68e-step=50232.ckpt",
+    "v2": f"{PRETRAINED}/gsv-v2final-pretrained/s1bert25hz-5kh-longer-epoch=12-step=369668.ckpt",
+    "v3": f"{PRETRAINED}/s1v3.ckpt",
+    "v4": f"{PRETRAINED}/s1v3.ckpt",
+    "v2Pro": f"{PRETRAINED}/s1v3.ckpt",
+    "v2ProPlus": f"{PRETRAINED}/s1v3.ckpt",
+}
+# Shared models every voice needs, at upstream's paths.
+HUBERT_DIR = f"{PRETRAINED}/chinese-hubert-base"
+BERT_DIR = f"{PRETRAINED}/chinese-roberta-wwm-ext-large"
+SV_CHECKPOINT = f"{PRETRAINED}/sv/pretrained_eres2netv2w24s4ep4.ckpt"
+BIGVGAN_V3_DIR = f"{PRETRAINED}/models--nvidia--bigvgan_v2_24khz_100band_256x"
+VOCODER_V4 = f"{PRETRAINED}/gsv-v4-pretrained/vocoder.pth"
+G2PW_DIR = "GPT_SoVITS/text/G2PWModel"
+
+SOVITS_DIRS = tuple(f"SoVITS_weights{s}" for s in ("", "_v2", "_v3", "_v4", "_v2Pro", "_v2ProPlus"))
+GPT_DIRS = tuple(f"GPT_weights{s}" for s in ("", "_v2", "_v3", "_v4", "_v2Pro", "_v2ProPlus"))
+
+MODEL_VERSIONS = ("v1", "v2", "v3", "v4", "v2Pro", "v2ProPlus")
+
+# (symbol version, model version, is LoRA) by the 2-byte header upstream writes over "PK".
+_BY_HEADER: dict[bytes, tuple[str, str, bool]] = {
+    b"00": ("v1", "v1", False),
+    b"01": ("v2", "v2", False),
+    b"02": ("v2", "v3", False),
+    b"03": ("v2", "v3", True),
+    b"04": ("v2", "v4", True),
+    b"05": ("v2", "v2Pro", False),
+    b"06": ("v2", "v2ProPlus", False),
+}
+# md5 of the first 8 KiB of the official pretrained SoVITS files (upstream process_ckpt.py).
+_BY_PRETRAINED_MD5: dict[str, tuple[str, str, bool]] = {
+    "dc3c97e17592963677a4a1681f30c653": ("v2", "v2", False),  # s2G488k.pth
+    "43797be674a37c1c83ee81081941ed0f": ("v2", "v3", False),  # s2Gv3.pth
+    "6642b37f3dbb1f76882b69937c95a5f3": ("v2", "v2", False),  # s2G2333k.pth
+    "4f26b9476d0c5033e04162c486074374": ("v2", "v4", False),  # s2Gv4.pth
+    "c7e9fce2223f3db685cdfa1e6368728a": ("v2", "v2Pro", False),  # s2Gv2Pro.pth
+    "66b313e39455b57ab1b0bc0b239c9d0a": ("v2", "v2ProPlus", False),  # s2Gv2ProPlus.pth
+}
+# Old headerless files: upstream tells v1 from v2 from v3 by size alone.
+_V1_MAX_BYTES = 82978 * 1024
+_V2_MAX_BYTES = 700 * 1024 * 1024
+
+V1_SYMBOL_COUNT = 322
+
+
+@dataclass(frozen=True)
+class ModelVersion:
+    symbols: str  # "v1" or "v2": which symbol table and language modules the text frontend uses
+    model: str  # v1, v2, v3, v4, v2Pro, v2ProPlus
+    is_lora: bool = False
+
+    @property
+    def uses_vocoder(self) -> bool:
+        return self.model in ("v3", "v4")
+
+
+def natural_key(name: str) -> list:
+    """Upstream's sort key: digit runs compare as numbers, the rest as text."""
+    return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", name)]
+
+
+def _md5_first_8k(path: Path) -> str:
+    with open(path, "rb") as f:
+        return hashlib.md5(f.read(8192)).hexdigest()
+
+
+def sovits_version_from_file(path: Path) -> ModelVersion:
+    """Upstream's fast detection: pretrained md5, then the 2-byte header, then the file size."""
+    found = _BY_PRETRAINED_MD5.get(_md5_first_8k(path))
+    if found:
+        return ModelVersion(*found)
+    with open(path, "rb") as f:
+        header = f.read(2)
+    if header in _BY_HEADER:
+        return ModelVersion(*_BY_HEADER[header])
+    if header != ZIP_MAGIC:
+        raise CheckpointError(path, "is not a SoVITS checkpoint (unknown file header)")
+    size = path.stat().st_size
+    if size < _V1_MAX_BYTES:
+        return ModelVersion("v1", "v1")
+    if size < _V2_MAX_BYTES:
+        return ModelVersion("v2", "v2")
+    return ModelVersion("v2", "v3")
+
+
+def refine_with_weights(fast: ModelVersion, weight: dict) -> ModelVersion:
+    """What upstream decides once the file is loaded: the text embedding's size gives the symbol
+    table, and for v1/v2-class files it overrides the fast guess (a small v2 file is not v1)."""
+    embedding = weight.get("enc_p.text_embedding.weight")
+    if embedding is None:  # v3/v4 models have no text embedding there and use the v2 symbols
+        symbols = "v2"
+    else:
+        symbols = "v1" if embedding.shape[0] == V1_SYMBOL_COUNT else "v2"
+    if fast.model in ("v3", "v4") or "Pro" in fast.model:
+        return ModelVersion(symbols, fast.model, fast.is_lora)
+    return ModelVersion(symbols, symbols, fast.is_lora)
+
+
+def sovits_version(path: Path) -> ModelVersion:
+    """The full detection upstream performs when it loads a SoVITS file."""
+    fast = sovits_version_from_file(path)
+    checkpoint = load_checkpoint(path)
+    return refine_with_weights(fast, weights_of(checkpoint, path))
+
+
+def gpt_symbol_version(checkpoint: dict) -> str:
+    """A GPT file's symbol table, from the phoneme vocabulary in its config."""
+    vocab = checkpoint.get("config", {}).get("model", {}).get("phoneme_vocab_size")
+    return "v1" if vocab == V1_SYMBOL_COUNT else "v2"
+
+
+class WeightRegistry:
+    """Lists and resolves weight files under one root. Rescans the disk on every listing."""
+
+    def __init__(self, root: str | os.PathLike):
+        self.root = Path(root)
+
+    # ---------------------------------------------------------------- listing
+    def _inside(self, path: Path) -> bool:
+        return path.resolve().is_relative_to(self.root.resolve())
+
+    def _listed(self, pretrained: dict[str, str], dirs: tuple[str, ...], suffix: str) -> list[str]:
+        # Files reached through symlinks that leave the root are not offered (nor loadable).
+        names: set[str] = {
+            rel for rel in pretrained.values() if (self.root / rel).is_file() and self._inside(self.root / rel)
+        }
+        for folder in dirs:
+            directory = self.root / folder
+            if not directory.is_dir():
+                continue
+            for entry in os.scandir(directory):
+                if entry.name.endswith(suffix) and entry.is_file() and self._inside(Path(entry.path)):
+                    names.add(f"{folder}/{entry.name}")
+        # One natural sort over every name; each name once (v3 and v4 share s1v3.ckpt).
+        return sorted(names, key=natural_key)
+
+    def sovits_names(self) -> list[str]:
+        return self._listed(PRETRAINED_SOVITS, SOVITS_DIRS, ".pth")
+
+    def gpt_names(self) -> list[str]:
+        return self._listed(PRETRAINED_GPT, GPT_DIRS, ".ckpt")
+
+    # ---------------------------------------------------------------- resolution
+    def path_of(self, relative: str) -> Path:
+        """``relative`` under the root, refusing anything that leaves it (``..``, absolute paths,
+        symlinks pointing out). Existence is not checked here."""
+        if not relative or "\x00" in relative:
+            raise ServiceError("empty or invalid weight name", code="invalid_weight_name", status_code=422)
+        pure = PurePosixPath(relative.replace("\\", "/"))
+        if pure.is_absolute() or ".." in pure.parts or re.match(r"^[A-Za-z]:", relative):
+            raise ServiceError(
+                f"weight name {relative!r} must be a path relative to the weights root",
+                code="path_outside_root",
+                status_code=422,
+            )
+        root = self.root.resolve()
+        candidate = (root / pure).resolve()
+        if not candidate.is_relative_to(root):
+            raise ServiceError(
+                f"weight name {relative!r} points outside the weights root", code="path_outside_root", status_code=422
+            )
+        return candidate
+
+    def _resolve_listed(self, name: str, kind: str, names: list[str]) -> Path:
+        path = self.path_of(name)
+        if name not in names or not path.is_file():
+            raise NotFound(
+                f"no {kind} weights named {name!r}; POST /change_choices lists the available names",
+                code=f"{kind.lower()}_weights_not_found",
+            )
+        return path
+
+    def resolve_sovits(self, name: str) -> Path:
+        return self._resolve_listed(name, "SoVITS", self.sovits_names())
+
+    def resolve_gpt(self, name: str) -> Path:
+        return self._resolve_listed(name, "GPT", self.gpt_names())
+
+    def pretrained_sovits_path(self, model_version: str) -> Path:
+        """Where the base model of a v3/v4 LoRA file must be."""
+        return self.path_of(PRETRAINED_SOVITS[model_version])

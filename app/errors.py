@@ -1,0 +1,114 @@
+"""One error shape for every 4xx/5xx answer, and the exception the engine raises to produce one.
+
+Body: ``{"error": {"code": "...", "message": "...", "request_id": "...", "details": ...}}``.
+``code`` is stable and machine-readable; ``message`` is for people; no stack trace is ever sent.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.encoders import jsonable_encoder
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from app.logging_setup import request_id_var
+
+log = logging.getLogger(__name__)
+
+
+class ServiceError(Exception):
+    """An error with an HTTP status and a stable code, raised anywhere below the routers."""
+
+    status_code = 400
+    code = "bad_request"
+
+    def __init__(self, message: str, *, code: str | None = None, status_code: int | None = None, details: Any = None):
+        super().__init__(message)
+        self.message = message
+        if code is not None:
+            self.code = code
+        if status_code is not None:
+            self.status_code = status_code
+        self.details = details
+
+
+class NotFound(ServiceError):
+    status_code = 404
+    code = "not_found"
+
+
+class PayloadTooLarge(ServiceError):
+    status_code = 413
+    code = "payload_too_large"
+
+
+class InvalidInput(ServiceError):
+    status_code = 422
+    code = "invalid_input"
+
+
+_STATUS_CODES = {
+    400: "bad_request",
+    401: "unauthorized",
+    403: "forbidden",
+    404: "not_found",
+    405: "method_not_allowed",
+    406: "not_acceptable",
+    409: "conflict",
+    413: "payload_too_large",
+    415: "unsupported_media_type",
+    422: "validation_error",
+    429: "too_many_requests",
+    500: "internal_error",
+    503: "unavailable",
+}
+
+
+def error_body(status: int, message: str, code: str | None = None, details: Any = None) -> dict[str, Any]:
+    body: dict[str, Any] = {
+        "code": code or _STATUS_CODES.get(status, "error"),
+        "message": message,
+        "request_id": request_id_var.get(),
+    }
+    if details is not None:
+        body["details"] = details
+    return {"error": body}
+
+
+def error_response(status: int, message: str, code: str | None = None, details: Any = None, headers=None):
+    return JSONResponse(error_body(status, message, code, details), status_code=status, headers=headers)
+
+
+def _describe_validation(errors: list[dict[str, Any]]) -> str:
+    parts = []
+    for err in errors[:5]:
+        where = ".".join(str(p) for p in err.get("loc", ()) if p not in ("body", "query", "path", "form"))
+        parts.append(f"{where or 'request'}: {err.get('msg', 'invalid')}")
+    more = f" (and {len(errors) - 5} more)" if len(errors) > 5 else ""
+    return "; ".join(parts) + more
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(ServiceError)
+    async def _service_error(request: Request, exc: ServiceError):
+        log.info("%s %s -> %d %s: %s", request.method, request.url.path, exc.status_code, exc.code, exc.message)
+        return error_response(exc.status_code, exc.message, exc.code, exc.details)
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation_error(request: Request, exc: RequestValidationError):
+        errors = exc.errors()
+        details = [
+            {"loc": list(e.get("loc", ())), "msg": e.get("msg", ""), "type": e.get("type", "")} for e in errors
+        ]
+        message = _describe_validation(errors)
+        log.info("%s %s -> 422: %s", request.method, request.url.path, message)
+        return error_response(422, message, "validation_error", jsonable_encoder(details))
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http_error(request: Request, exc: StarletteHTTPException):
+        message = exc.detail if isinstance(exc.detail, str) else "request failed"
+        return error_response(exc.status_code, message, headers=getattr(exc, "headers", None))

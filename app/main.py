@@ -1,0 +1,44 @@
+"""The app factory: settings → engine (in the lifespan) → routers, with one error shape everywhere."""
+
+from __future__ import annotations
+
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+
+from app import __version__
+from app.engine.engine import Engine
+from app.errors import install_error_handlers
+from app.logging_setup import configure_logging
+from app.middleware import RequestContextMiddleware
+from app.routers import health, text, weights
+from app.settings import Settings
+
+DESCRIPTION = """
+GPT-SoVITS voice-cloning text-to-speech over HTTP. The endpoints mirror upstream's fast web UI
+(`/change_choices`, `/to_cut`, ...). Enumerations accept both upstream's UI labels (e.g. `中文`,
+`凑四句一切`) and short codes (`all_zh`, `cut1`). Every error answers
+`{"error": {"code", "message", "request_id"}}`; the request id is also in the `X-Request-ID` header.
+"""
+
+
+def create_app(settings: Settings | None = None, engine: Engine | None = None) -> FastAPI:
+    settings = settings or Settings()
+    configure_logging(settings.log_level)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        app.state.engine = engine or Engine(settings)
+        app.state.engine.start()
+        try:
+            yield
+        finally:
+            app.state.engine.stop()
+
+    app = FastAPI(title="gsv-server", version=__version__, description=DESCRIPTION, lifespan=lifespan)
+    app.state.settings = settings
+    install_error_handlers(app)
+    app.add_middleware(RequestContextMiddleware, max_body_bytes=settings.max_body_bytes)
+    for module in (health, text, weights):
+        app.include_router(module.router)
+    return app

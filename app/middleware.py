@@ -1,0 +1,102 @@
+"""Request ids, body-size limits and the last-resort 500, as one small ASGI middleware."""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import time
+import uuid
+
+from app.errors import error_body
+from app.logging_setup import request_id_var
+
+log = logging.getLogger("app.request")
+
+REQUEST_ID_HEADER = "x-request-id"
+_CLIENT_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+
+
+class RequestContextMiddleware:
+    """Gives every request an id (the client's ``X-Request-ID`` when sane, else a new one), puts it
+    in the response headers and in every log line, refuses bodies over ``max_body_bytes`` with 413,
+    and turns any unhandled exception into the standard 500 body without a stack trace."""
+
+    def __init__(self, app, max_body_bytes: int):
+        self.app = app
+        self.max_body_bytes = max_body_bytes
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        headers = dict(scope.get("headers") or [])
+        client_id = headers.get(REQUEST_ID_HEADER.encode(), b"").decode("latin-1")
+        request_id = client_id if _CLIENT_ID.match(client_id) else uuid.uuid4().hex
+        token = request_id_var.set(request_id)
+        started = False
+        status = 0
+        began = time.perf_counter()
+
+        async def send_with_id(message):
+            nonlocal started, status
+            if message["type"] == "http.response.start":
+                started = True
+                status = message["status"]
+                message.setdefault("headers", [])
+                message["headers"] = list(message["headers"]) + [(REQUEST_ID_HEADER.encode(), request_id.encode())]
+            await send(message)
+
+        async def reply(status: int, message: str, code: str | None = None):
+            body = json.dumps(error_body(status, message, code)).encode()
+            await send_with_id(
+                {
+                    "type": "http.response.start",
+                    "status": status,
+                    "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())],
+                }
+            )
+            await send_with_id({"type": "http.response.body", "body": body})
+
+        try:
+            declared = headers.get(b"content-length")
+            if declared is not None and declared.isdigit() and int(declared) > self.max_body_bytes:
+                await reply(413, f"request body is larger than {self.max_body_bytes} bytes", "payload_too_large")
+                return
+            await self.app(scope, _limit_body(receive, self.max_body_bytes), send_with_id)
+        except _BodyTooLarge:
+            if not started:
+                await reply(413, f"request body is larger than {self.max_body_bytes} bytes", "payload_too_large")
+        except Exception:
+            log.exception("unhandled error in %s %s", scope.get("method"), scope.get("path"))
+            if not started:
+                await reply(500, "internal error; the request id identifies it in the service log", "internal_error")
+        finally:
+            log.info(
+                "%s %s -> %d in %.1f ms",
+                scope.get("method"),
+                scope.get("path"),
+                status,
+                (time.perf_counter() - began) * 1000,
+            )
+            request_id_var.reset(token)
+
+
+class _BodyTooLarge(Exception):
+    pass
+
+
+def _limit_body(receive, limit: int):
+    """Count body bytes as they arrive (chunked uploads have no Content-Length)."""
+    seen = 0
+
+    async def limited():
+        nonlocal seen
+        message = await receive()
+        if message["type"] == "http.request":
+            seen += len(message.get("body", b""))
+            if seen > limit:
+                raise _BodyTooLarge
+        return message
+
+    return limited

@@ -1,0 +1,18 @@
+"""Schemas of the health endpoints."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, Field
+
+
+class Liveness(BaseModel):
+    status: Literal["ok"] = "ok"
+
+
+class Readiness(BaseModel):
+    status: Literal["ready", "not_ready"]
+    device: str = Field(..., examples=["cpu"])
+    weights_root: str = Field(..., examples=["weights"])
+    problems: list[str] = Field(default_factory=list, description="Why the engine is not ready, if it is not.")

@@ -1,0 +1,40 @@
+"""Service settings: environment variables ``GSV_*`` (or a ``.env`` file), overridable from the CLI."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="GSV_", env_file=".env", extra="ignore")
+
+    host: str = Field("127.0.0.1", description="Interface to listen on (0.0.0.0 in containers).")
+    port: int = Field(9872, ge=1, le=65535, description="TCP port (upstream's web UI uses 9872).")
+    weights_root: Path = Field(
+        Path("weights"),
+        description="Folder laid out like an upstream GPT-SoVITS install (see weights/README.md).",
+    )
+    device: Literal["auto", "cpu", "cuda"] = Field("auto", description="auto picks CUDA when available.")
+    half: bool = Field(False, description="Run models in half precision on CUDA (ignored on CPU).")
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+    max_text_chars: int = Field(
+        100_000, ge=1, description="Longest text accepted by text endpoints; longer input gets 413."
+    )
+    max_body_bytes: int = Field(
+        32 * 1024 * 1024,
+        ge=1024,
+        description="Largest request body (JSON or uploads) accepted; larger gets 413.",
+    )
+
+
+def resolve_device(setting: str) -> str:
+    """The torch device string for a ``device`` setting."""
+    if setting != "auto":
+        return setting
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
