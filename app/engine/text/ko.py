@@ -18,6 +18,7 @@ from __future__ import annotations
 import re
 import threading
 from contextlib import contextmanager
+from functools import cache
 from pathlib import Path
 from typing import Any
 
@@ -87,14 +88,9 @@ def _spell_latin_letters(text: str) -> str:
     return text
 
 
-_known_symbols_cache: frozenset[str] | None = None
-
-
+@cache
 def _known_symbols() -> frozenset[str]:
-    global _known_symbols_cache
-    if _known_symbols_cache is None:
-        _known_symbols_cache = frozenset(symbols_for("v2"))
-    return _known_symbols_cache
+    return frozenset(symbols_for("v2"))
 
 
 _pronouncer_lock = threading.Lock()
