@@ -62,8 +62,12 @@ class NeuralG2p:
     def __init__(self, weights: dict[str, np.ndarray]) -> None:
         self.char_embedding = weights["enc_emb"]
         self.phone_embedding = weights["dec_emb"]
-        self.encoder = _Gru(weights["enc_w_ih"], weights["enc_w_hh"], weights["enc_b_ih"], weights["enc_b_hh"])
-        self.decoder = _Gru(weights["dec_w_ih"], weights["dec_w_hh"], weights["dec_b_ih"], weights["dec_b_hh"])
+        self.encoder = _Gru(
+            weights["enc_w_ih"], weights["enc_w_hh"], weights["enc_b_ih"], weights["enc_b_hh"]
+        )
+        self.decoder = _Gru(
+            weights["dec_w_ih"], weights["dec_w_hh"], weights["dec_b_ih"], weights["dec_b_hh"]
+        )
         self.output_w_t = weights["fc_w"].T
         self.output_b = weights["fc_b"]
 

@@ -122,7 +122,7 @@ def _clock(m: re.Match) -> str:
 
 
 def _measurement(m: re.Match) -> str:
-    """"20h" -> "20 hours", "1L" -> "1 liter"; the number itself is spelled out by a later step."""
+    """Unit after a number: "20h" -> "20 hours", "1L" -> "1 liter" (the number is spelled out later)."""
     amount, fraction, unit = m.group(1), m.group(2), m.group(3)
     # Upstream drops the decimal point to get an integer: only a whole "1" is singular.
     singular = fraction is None and int(amount.replace(unit, "").replace(".", "")) == 1
@@ -131,7 +131,7 @@ def _measurement(m: re.Match) -> str:
 
 
 def _money(amount: str, unit: tuple[str, str], subunit: tuple[str, str]) -> str:
-    """"12.5" with ("dollar", "dollars"), ("cent", "cents") -> "12 dollars and 50 cents"."""
+    """Amount in a currency: "12.5" with dollars and cents -> "12 dollars and 50 cents"."""
     parts = amount.split(".")
     if len(parts) > 2:
         return f"{amount} {unit[1]}"  # not a money amount after all ("1.2.3")
@@ -158,14 +158,14 @@ def _dollars(m: re.Match) -> str:
 
 
 def _decimal(m: re.Match) -> str:
-    """"3.14" -> "3 point 1 4": the digits after the point are read one by one."""
+    """Decimal: "3.14" -> "3 point 1 4"; the digits after the point are read one by one."""
     whole, fraction = m.group(1).split(".")
     # Any space after the point is "read" too (joined like a digit), as upstream does.
     return whole + " point " + " ".join(fraction)
 
 
 def _fraction(m: re.Match) -> str:
-    """"1/2" -> "one half", "3/4" -> "three fourths", "6/1" -> "six"."""
+    """Fraction: "1/2" -> "one half", "3/4" -> "three fourths", "6/1" -> "six"."""
     numerator, denominator = (int(part) for part in m.group(0).split("/"))
     numerator_words = _words(numerator)
     if denominator == 1:
