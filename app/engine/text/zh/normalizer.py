@@ -31,10 +31,14 @@ _DECORATION_BEFORE_SPLIT = re.compile(r"[—《》【】<>{}()（）#&@“”^_|
 _CLAUSE_END = re.compile(r"([：、，；。？！,;?!][”’]?)")
 
 
-def _clauses(text: str) -> list[str]:
+def split_clauses(text: str) -> list[str]:
+    """Drop spaces and decorative marks, then cut after every pause punctuation mark."""
     text = _DECORATION_BEFORE_SPLIT.sub("", text.replace(" ", ""))
     text = _CLAUSE_END.sub(lambda m: m.group(1) + "\n", text).strip()
     return [clause.strip() for clause in re.split(r"\n+", text)]
+
+
+_clauses = split_clauses  # the Cantonese frontend imports the old private name
 
 
 # --- 2. number-related rules -----------------------------------------------------------------------
@@ -329,6 +333,6 @@ def map_punctuation(text: str) -> str:
 
 def normalize(text: str) -> str:
     """Written Chinese -> the text the phonemiser reads: hanzi plus the marks in PUNCTUATION."""
-    spoken = "".join(map_punctuation(normalize_clause(clause)) for clause in _clauses(text))
+    spoken = "".join(map_punctuation(normalize_clause(clause)) for clause in split_clauses(text))
     # a run of marks would leak the reference's pauses; keep only the first one
     return _PUNCTUATION_RUN.sub(r"\1", spoken)

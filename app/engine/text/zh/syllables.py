@@ -85,4 +85,6 @@ def syllable_to_phones(syllable: str) -> tuple[str, str]:
     try:
         return SYLLABLE_PHONES[syllable]
     except KeyError:
-        raise UnknownSyllableError(f"pinyin syllable {syllable!r} has no phones in the Mandarin inventory") from None
+        raise UnknownSyllableError(
+            f"pinyin syllable {syllable!r} has no phones in the Mandarin inventory"
+        ) from None
