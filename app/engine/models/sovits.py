@@ -1,0 +1,374 @@
+"""The SoVITS synthesizer of GPT-SoVITS v1, v2, v2Pro and v2ProPlus (inference only).
+
+Semantic codes from the GPT stage plus the phone ids of the same text become a waveform:
+
+    codes --codebook--> content (25 Hz, doubled to 50 Hz) --+
+    phones --embedding + transformer------------------------+--> PriorEncoder (MRTE) --> mean, log-std
+    reference spectrograms --style encoder--> ge -----------+         |
+                         (v2Pro: + speaker embedding)                 v
+                                            z = mean (+ noise) --inverse flow(ge)--> HiFi-GAN(ge) --> audio
+
+``encode_prompt`` runs the other direction for the prompt audio: SSL (HuBERT) features -> codes.
+
+The module follows upstream ``SynthesizerTrn.decode``/``extract_latent`` (module/models.py) op for
+op, keeping only what inference uses. The posterior encoder ``enc_q`` (training only) is not
+built; see ``UNUSED_CHECKPOINT_PREFIXES``.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from app.engine.checkpoints import CheckpointError, check_state_dict, load_checkpoint, read_header, weights_of
+from app.engine.models.vits_modules import (
+    MRTE,
+    CouplingFlow,
+    HiFiGANGenerator,
+    MelStyleEncoder,
+    ResidualCodebooks,
+    TransformerEncoder,
+    fold_weight_norm,
+)
+
+SSL_DIM = 768  # HuBERT feature size
+V1_SYMBOL_COUNT = 322  # upstream tells v1 files apart by this text-embedding size
+V2_REFERENCE_BINS = 704  # v2+ style encoders only see the lowest 704 spectrogram bins
+SPEAKER_EMBEDDING_DIM = 20480  # ERes2NetV2 embedding fed to v2Pro/v2ProPlus
+PRO_HEADERS = {b"05": "v2Pro", b"06": "v2ProPlus"}
+
+# Keys official files may carry that inference never reads (upstream loads with strict=False):
+# - the posterior encoder, used only to train (present in the pretrained s2G files);
+# - the quantizer's EMA statistics and init flag (after the codebook vectors are mapped away,
+#   only those remain under this prefix).
+UNUSED_CHECKPOINT_PREFIXES = ("enc_q.", "quantizer.vq.layers.")
+
+
+@dataclass(frozen=True)
+class SoVITSConfig:
+    version: str  # "v1", "v2", "v2Pro" or "v2ProPlus"
+    n_symbols: int
+    spec_channels: int  # linear spectrogram bins (filter_length // 2 + 1)
+    sampling_rate: int
+    inter_channels: int
+    hidden_channels: int
+    filter_channels: int
+    n_heads: int
+    n_layers: int
+    kernel_size: int
+    resblock_kernel_sizes: tuple[int, ...]
+    resblock_dilation_sizes: tuple[tuple[int, ...], ...]
+    upsample_rates: tuple[int, ...]
+    upsample_initial_channel: int
+    upsample_kernel_sizes: tuple[int, ...]
+    gin_channels: int
+    n_codebooks: int = 1
+    codebook_size: int = 1024
+
+    @property
+    def uses_speaker_embedding(self) -> bool:
+        return self.version in ("v2Pro", "v2ProPlus")
+
+    @property
+    def reference_bins(self) -> int:
+        """How many spectrogram bins the style encoder reads."""
+        return self.spec_channels if self.version == "v1" else V2_REFERENCE_BINS
+
+    @property
+    def samples_per_code(self) -> int:
+        """Output samples per semantic code (codes are 25 Hz, the decoder runs at 50 Hz)."""
+        return 2 * math.prod(self.upsample_rates)
+
+    @classmethod
+    def from_checkpoint(
+        cls, hparams: Mapping[str, Any], state: Mapping[str, torch.Tensor], header: bytes = b"PK"
+    ) -> SoVITSConfig:
+        """Read the sizes from a .pth file's embedded config; the version as upstream decides it.
+
+        Upstream ignores the config's own ``version``: the symbol set follows the text-embedding
+        size, and only the file header (``05``/``06``) makes a model v2Pro/v2ProPlus.
+        """
+        try:
+            model, data = hparams["model"], hparams["data"]
+            if model.get("resblock", "1") != "1":
+                raise ValueError(f"resblock type {model['resblock']!r} (GPT-SoVITS only uses type '1')")
+            n_symbols = int(state["enc_p.text_embedding.weight"].shape[0])
+            if header in PRO_HEADERS:
+                version = PRO_HEADERS[header]
+            else:
+                version = "v1" if n_symbols == V1_SYMBOL_COUNT else "v2"
+            return cls(
+                version=version,
+                n_symbols=n_symbols,
+                spec_channels=int(data["filter_length"]) // 2 + 1,
+                sampling_rate=int(data["sampling_rate"]),
+                inter_channels=int(model["inter_channels"]),
+                hidden_channels=int(model["hidden_channels"]),
+                filter_channels=int(model["filter_channels"]),
+                n_heads=int(model["n_heads"]),
+                n_layers=int(model["n_layers"]),
+                kernel_size=int(model["kernel_size"]),
+                resblock_kernel_sizes=tuple(int(k) for k in model["resblock_kernel_sizes"]),
+                resblock_dilation_sizes=tuple(
+                    tuple(int(d) for d in ds) for ds in model["resblock_dilation_sizes"]
+                ),
+                upsample_rates=tuple(int(r) for r in model["upsample_rates"]),
+                upsample_initial_channel=int(model["upsample_initial_channel"]),
+                upsample_kernel_sizes=tuple(int(k) for k in model["upsample_kernel_sizes"]),
+                gin_channels=int(model["gin_channels"]),
+            )
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ValueError(f"not a usable SoVITS config ({type(exc).__name__}: {exc})") from None
+
+
+class PriorEncoder(nn.Module):
+    """Content codes + phones + global embedding -> mean and log-std of the latent prior (``enc_p``)."""
+
+    def __init__(self, cfg: SoVITSConfig):
+        super().__init__()
+        hidden = cfg.hidden_channels
+        self.out_channels = cfg.inter_channels
+        self.ssl_proj = nn.Conv1d(SSL_DIM, hidden, 1)
+        self.encoder_ssl = TransformerEncoder(
+            hidden, cfg.filter_channels, cfg.n_heads, cfg.n_layers // 2, cfg.kernel_size
+        )
+        self.text_embedding = nn.Embedding(cfg.n_symbols, hidden)
+        self.encoder_text = TransformerEncoder(
+            hidden, cfg.filter_channels, cfg.n_heads, cfg.n_layers, cfg.kernel_size
+        )
+        self.mrte = MRTE(content_channels=hidden)
+        self.encoder2 = TransformerEncoder(
+            hidden, cfg.filter_channels, cfg.n_heads, cfg.n_layers // 2, cfg.kernel_size
+        )
+        self.proj = nn.Conv1d(hidden, 2 * cfg.inter_channels, 1)
+
+    def forward(
+        self, content: torch.Tensor, phones: torch.Tensor, ge: torch.Tensor, speed: float = 1.0
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        x = self.encoder_ssl(self.ssl_proj(content))
+        text = self.encoder_text(self.text_embedding(phones).transpose(1, 2))
+        x = self.encoder2(self.mrte(x, text, ge))
+        if speed != 1:
+            # Speed changes the frame count by linear resampling; upstream adds one frame.
+            x = F.interpolate(x, size=int(x.size(-1) / speed) + 1, mode="linear")
+        mean, log_std = self.proj(x).split(self.out_channels, dim=1)
+        return mean, log_std
+
+
+class SoVITSSynthesizer(nn.Module):
+    """GPT-SoVITS v1/v2/v2Pro/v2ProPlus synthesizer: ``decode`` (codes -> audio), ``encode_prompt``."""
+
+    def __init__(self, cfg: SoVITSConfig):
+        super().__init__()
+        self.config = cfg
+        self.enc_p = PriorEncoder(cfg)
+        self.dec = HiFiGANGenerator(
+            cfg.inter_channels,
+            list(cfg.resblock_kernel_sizes),
+            [list(d) for d in cfg.resblock_dilation_sizes],
+            list(cfg.upsample_rates),
+            cfg.upsample_initial_channel,
+            list(cfg.upsample_kernel_sizes),
+            cfg.gin_channels,
+        )
+        self.flow = CouplingFlow(
+            cfg.inter_channels,
+            cfg.hidden_channels,
+            kernel_size=5,
+            dilation_rate=1,
+            n_layers=4,
+            n_flows=4,
+            gin_channels=cfg.gin_channels,
+        )
+        self.ref_enc = MelStyleEncoder(cfg.reference_bins, cfg.gin_channels)
+        # 25 Hz semantic codes: two SSL frames (50 Hz) per code. Upstream forces "25hz" at load.
+        self.ssl_proj = nn.Conv1d(SSL_DIM, SSL_DIM, 2, stride=2)
+        self.quantizer = ResidualCodebooks(cfg.n_codebooks, cfg.codebook_size, SSL_DIM)
+        if cfg.uses_speaker_embedding:
+            self.sv_emb = nn.Linear(SPEAKER_EMBEDDING_DIM, cfg.gin_channels)
+            self.prelu = nn.PReLU(num_parameters=cfg.gin_channels)
+            self.ge_to512 = nn.Linear(cfg.gin_channels, 512)
+
+    # ------------------------------------------------------------------ loading
+
+    @classmethod
+    def from_checkpoint(cls, path: str | Path) -> SoVITSSynthesizer:
+        """Build the model an official SoVITS ``.pth`` describes and load it strictly (CPU, float32, eval)."""
+        checkpoint = load_checkpoint(path)
+        return cls.from_state_dict(
+            weights_of(checkpoint, path), checkpoint.get("config") or {}, read_header(path), source=path
+        )
+
+    @classmethod
+    def from_state_dict(
+        cls,
+        upstream: Mapping[str, torch.Tensor],
+        hparams: Mapping[str, Any],
+        header: bytes = b"PK",
+        source: str | Path = "state dict",
+    ) -> SoVITSSynthesizer:
+        """Same as ``from_checkpoint`` for an already loaded upstream state dict, config and file header.
+
+        Raises CheckpointError (naming ``source``) when the weights do not fit exactly.
+        """
+        if any(key.startswith("cfm.") for key in upstream):
+            raise CheckpointError(source, "is a v3/v4 SoVITS model (it has a CFM), not v1/v2/v2Pro/v2ProPlus")
+        if "enc_p.text_embedding.weight" not in upstream:
+            raise CheckpointError(source, "has no text embedding (enc_p.text_embedding.weight)")
+        try:
+            cfg = SoVITSConfig.from_checkpoint(hparams, upstream, header)
+            state = convert_upstream_state(upstream)
+        except ValueError as exc:
+            raise CheckpointError(source, str(exc)) from None
+        model = cls(cfg)
+        expected = {key: tuple(value.shape) for key, value in model.state_dict().items()}
+        check_state_dict(state, expected, source, ignore_unexpected=UNUSED_CHECKPOINT_PREFIXES)
+        model.load_state_dict({key: state[key] for key in expected}, strict=True)
+        return model.eval()
+
+    # ------------------------------------------------------------------ inference
+
+    @torch.no_grad()
+    def encode_prompt(self, ssl_features: torch.Tensor) -> torch.Tensor:
+        """SSL features ``[batch, 768, frames]`` (50 Hz) -> semantic codes ``[batch, n_codebooks, frames // 2]``.
+
+        Upstream's ``extract_latent``; the prompt codes the GPT stage needs are ``codes[0, 0]``.
+        """
+        x = self.ssl_proj(ssl_features.to(self._dtype))
+        return self.quantizer.encode(x).transpose(0, 1)
+
+    @torch.no_grad()
+    def global_embedding(
+        self, refer_specs: Sequence[torch.Tensor], sv_embs: Sequence[torch.Tensor] | None = None
+    ) -> torch.Tensor:
+        """Timbre vector ``[1, gin_channels, 1]``: the mean over references of each one's embedding.
+
+        ``refer_specs``: linear spectrograms ``[1, spec_channels, frames]`` at the model rate.
+        ``sv_embs`` (v2Pro/v2ProPlus only, one per reference): speaker embeddings ``[1, 20480]``.
+        """
+        if not refer_specs:
+            raise ValueError("at least one reference spectrogram is needed")
+        if self.config.uses_speaker_embedding:
+            if sv_embs is None or len(sv_embs) != len(refer_specs):
+                raise ValueError(
+                    f"{self.config.version} needs one speaker embedding per reference spectrogram"
+                )
+        per_reference = []
+        for k, spec in enumerate(refer_specs):
+            spec = spec.to(self._dtype)
+            ge = self.ref_enc(spec[:, : self.config.reference_bins])
+            if self.config.uses_speaker_embedding:
+                ge = self.prelu(ge + self.sv_emb(sv_embs[k].to(self._dtype)).unsqueeze(-1))
+            per_reference.append(ge)
+        return torch.stack(per_reference).mean(0)
+
+    @torch.no_grad()
+    def decode(
+        self,
+        codes: torch.Tensor,
+        phones: torch.Tensor,
+        refer_specs: Sequence[torch.Tensor],
+        speed: float = 1.0,
+        sv_embs: Sequence[torch.Tensor] | None = None,
+        noise_scale: float = 0.5,
+        generator: torch.Generator | None = None,
+    ) -> torch.Tensor:
+        """Semantic codes -> waveform ``[1, 1, samples]`` in [-1, 1] at ``config.sampling_rate``.
+
+        ``codes``: ``[n_codebooks, 1, n_codes]`` (25 Hz). ``phones``: ``[1, n_phones]`` symbol ids.
+        ``refer_specs``/``sv_embs``: as in ``global_embedding`` (several references are averaged).
+        ``speed`` > 1 speaks faster. ``noise_scale`` scales the Gaussian sample around the prior mean
+        (upstream's default 0.5; 0 makes the output a deterministic function of the inputs), drawn
+        from ``generator`` when given.
+        """
+        ge = self.global_embedding(refer_specs, sv_embs)
+        # MRTE works in 512 channels; v2Pro's 1024-channel embedding is projected down for it.
+        mrte_ge = (
+            self.ge_to512(ge.transpose(1, 2)).transpose(1, 2) if self.config.uses_speaker_embedding else ge
+        )
+
+        content = self.quantizer.decode(codes.to(self._device))
+        content = content.repeat_interleave(2, dim=-1)  # 25 Hz codes -> 50 Hz frames (nearest)
+        mean, log_std = self.enc_p(content, phones.to(self._device), mrte_ge, speed)
+        z = mean
+        if noise_scale:
+            noise = torch.randn(mean.shape, generator=generator, device=mean.device, dtype=mean.dtype)
+            z = mean + noise * torch.exp(log_std) * noise_scale
+        z = self.flow.inverse(z, ge)
+        return self.dec(z, ge)
+
+    @property
+    def _dtype(self) -> torch.dtype:
+        return self.ssl_proj.weight.dtype
+
+    @property
+    def _device(self) -> torch.device:
+        return self.ssl_proj.weight.device
+
+
+# --------------------------------------------------------------------------- checkpoint key mapping
+
+# Upstream name (regex) -> ours, for modules whose structure we flattened. Everything else keeps
+# upstream's name.
+_RENAMES: tuple[tuple[re.Pattern[str], str], ...] = tuple(
+    (re.compile(pattern), replacement)
+    for pattern, replacement in (
+        # Flows alternate coupling, flip, coupling, flip...; flips have no weights.
+        (r"^flow\.flows\.(\d+)\.", lambda m: f"flow.couplings.{int(m.group(1)) // 2}."),
+        (r"^ref_enc\.spectral\.0\.fc\.", "ref_enc.spectral_in."),
+        (r"^ref_enc\.spectral\.3\.fc\.", "ref_enc.spectral_out."),
+        (r"^ref_enc\.temporal\.(\d+)\.conv1\.conv\.", r"ref_enc.temporal.\1.conv."),
+        (r"^ref_enc\.slf_attn\.fc\.", "ref_enc.attn_out."),
+        (r"^ref_enc\.slf_attn\.", "ref_enc."),
+        (r"^ref_enc\.fc\.fc\.", "ref_enc.out."),
+    )
+)
+_CODEBOOK_KEY = re.compile(r"^quantizer\.vq\.layers\.(\d+)\._codebook\.embed$")
+
+
+def _rename(key: str) -> str:
+    for pattern, replacement in _RENAMES:
+        new_key, n = pattern.subn(replacement, key, count=1)
+        if n:
+            return new_key
+    return key
+
+
+def convert_upstream_state(upstream: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Upstream ``SynthesizerTrn`` state dict -> ours (float32).
+
+    Folds every ``weight_g``/``weight_v`` pair into ``weight``, stacks the quantizer codebooks into
+    one ``quantizer.embed`` tensor and renames flattened modules. Keys it does not recognise pass
+    through unchanged, so the strict check that follows reports them.
+    """
+    state: dict[str, torch.Tensor] = {}
+    codebooks: dict[int, torch.Tensor] = {}
+    for key, value in upstream.items():
+        if key.endswith(".weight_v"):
+            continue  # handled with its weight_g
+        if key.endswith(".weight_g"):
+            stem = key[: -len("_g")]
+            if stem + "_v" in upstream:
+                state[_rename(stem)] = fold_weight_norm(value, upstream[stem + "_v"])
+                continue
+        if match := _CODEBOOK_KEY.match(key):
+            codebooks[int(match.group(1))] = value.float()
+            continue
+        state[_rename(key)] = value.float() if value.is_floating_point() else value
+    # A lone weight_v (its weight_g missing) passes through so the check names it.
+    for key, value in upstream.items():
+        if key.endswith(".weight_v") and key[: -len("_v")] + "_g" not in upstream:
+            state[_rename(key)] = value
+    if codebooks:
+        if sorted(codebooks) != list(range(len(codebooks))):
+            raise ValueError(f"quantizer codebooks are not numbered 0..n-1: {sorted(codebooks)}")
+        state["quantizer.embed"] = torch.stack([codebooks[i] for i in range(len(codebooks))])
+    return state
