@@ -139,6 +139,8 @@ def _spell_units(clause: str) -> str:
 
 # Arithmetic: a op b, where each side is a number, a decimal or a single letter, optionally with a
 # superscript exponent. Applied until nothing matches so chains like 1+2+3 are fully read.
+# Upstream quirk: this runs before the range and phone-number rules, so "3-5" and "010-12345678"
+# read their hyphen as 减 (minus); only "3~5" reaches the range rule.
 _SUPERSCRIPTS = "⁰¹²³⁴⁵⁶⁷⁸⁹ˣʸⁿ"
 _OPERAND = rf"(?:-?\d+(?:\.\d+)?[{_SUPERSCRIPTS}]*|\.\d+[{_SUPERSCRIPTS}]*|[A-Za-z][{_SUPERSCRIPTS}]*)"
 _ARITHMETIC = re.compile(rf"({_OPERAND})([+\-×÷=])({_OPERAND})")
