@@ -1,0 +1,240 @@
+"""Reference audio → the three inputs the models need from it.
+
+A GPT-SoVITS reference clip feeds three consumers, and upstream prepares the audio differently for each;
+every difference below changes the numbers, so it is kept on purpose:
+
+- HuBERT (prompt semantic codes): the clip resampled to 16 kHz with soxr "HQ" (what ``librosa.load`` does),
+  followed by a stretch of zeros.                                           → :func:`hubert_input`
+- SoVITS timbre encoder: a linear magnitude spectrogram of the clip at the model's sampling rate,
+  resampled with torchaudio's windowed-sinc ``Resample`` and tamed if it clips. → :func:`spectrogram`
+- Speaker verification (v2Pro/v2ProPlus): that same model-rate audio, resampled again to 16 kHz with
+  torchaudio.                                                               → :func:`sv_input`
+
+Upstream reads the reference from a path; the service receives uploads, so :func:`load_reference` takes
+a path, raw bytes or a binary file object. All arithmetic is float32; tensors are created on the CPU
+unless a ``device`` is given (the caller casts to half precision afterwards if it wants to).
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, BinaryIO
+
+import numpy as np
+import soundfile
+import soxr
+import torch
+import torchaudio
+
+HUBERT_SAMPLE_RATE = 16000
+SV_SAMPLE_RATE = 16000
+
+# Upstream refuses references outside 3-10 s, measured on the 16 kHz HuBERT input (48000..160000 samples).
+MIN_REFERENCE_SAMPLES_16K = 3 * HUBERT_SAMPLE_RATE
+MAX_REFERENCE_SAMPLES_16K = 10 * HUBERT_SAMPLE_RATE
+
+# Seconds of silence appended to the HuBERT input.
+HUBERT_PADDING_SECONDS = 0.3
+
+
+class ReferenceAudioError(ValueError):
+    """A reference clip that cannot be used (unreadable, empty, or outside the allowed duration)."""
+
+
+AudioSource = str | Path | bytes | bytearray | memoryview | BinaryIO
+
+
+def load_reference(source: AudioSource) -> tuple[np.ndarray, int]:
+    """Decode a reference clip into mono float32 samples and its sampling rate.
+
+    Integer PCM is scaled the way upstream reads it (int16 / 32768). Multi-channel audio is averaged
+    to mono, which is what both of upstream's readers do for stereo.
+    """
+    if isinstance(source, bytes | bytearray | memoryview):
+        source = io.BytesIO(bytes(source))
+    try:
+        data, sample_rate = soundfile.read(source, dtype="float32", always_2d=True)
+    except (soundfile.LibsndfileError, RuntimeError, TypeError) as exc:
+        raise ReferenceAudioError(f"reference audio cannot be decoded ({exc})") from None
+    if data.shape[0] == 0:
+        raise ReferenceAudioError("reference audio is empty")
+    samples = data[:, 0] if data.shape[1] == 1 else data.mean(axis=1, dtype=np.float32)
+    return np.ascontiguousarray(samples, dtype=np.float32), int(sample_rate)
+
+
+# --------------------------------------------------------------------------------------------- HuBERT
+
+
+def resample_soxr_hq(samples: np.ndarray, sr: int, target_sr: int) -> np.ndarray:
+    """Resample like ``librosa.load(..., sr=target_sr)`` (librosa 0.10, default ``soxr_hq``).
+
+    librosa then forces the length to ``ceil(len * target_sr / sr)`` (trimming or zero-padding), so we do too.
+    """
+    if sr == target_sr:
+        return samples
+    resampled = soxr.resample(samples, sr, target_sr, quality="HQ")
+    expected = int(np.ceil(samples.shape[-1] * target_sr / sr))
+    if resampled.shape[-1] > expected:
+        resampled = resampled[:expected]
+    elif resampled.shape[-1] < expected:
+        resampled = np.pad(resampled, (0, expected - resampled.shape[-1]))
+    return resampled.astype(np.float32, copy=False)
+
+
+def hubert_input(
+    samples: np.ndarray,
+    sr: int,
+    model_sampling_rate: int,
+    *,
+    device: torch.device | str | None = None,
+) -> torch.Tensor:
+    """The HuBERT input for a reference: ``[1, n]`` float32 at 16 kHz, silence appended.
+
+    ``model_sampling_rate`` is the SoVITS model's rate. Upstream quirk, reproduced on purpose: the
+    appended silence is ``int(model_sampling_rate * 0.3)`` samples, i.e. 0.3 s counted at the *model*
+    rate although the audio is at 16 kHz (0.6 s of zeros for a 32 kHz model). The prompt codes depend on it.
+
+    Raises ReferenceAudioError when the clip is shorter than 3 s or longer than 10 s (upstream's rule).
+    """
+    wav16k = resample_soxr_hq(np.asarray(samples, dtype=np.float32), sr, HUBERT_SAMPLE_RATE)
+    n = wav16k.shape[-1]
+    if not MIN_REFERENCE_SAMPLES_16K <= n <= MAX_REFERENCE_SAMPLES_16K:
+        raise ReferenceAudioError(
+            f"reference audio must be 3 to 10 seconds long, got {n / HUBERT_SAMPLE_RATE:.2f} s"
+        )
+    padding = np.zeros(int(model_sampling_rate * HUBERT_PADDING_SECONDS), dtype=np.float32)
+    return torch.from_numpy(np.concatenate([wav16k, padding]))[None].to(device)
+
+
+# -------------------------------------------------------------------------- spectrogram and SV input
+
+_resamplers: dict[tuple[int, int, str], torchaudio.transforms.Resample] = {}
+
+
+def resample_sinc(audio: torch.Tensor, sr: int, target_sr: int) -> torch.Tensor:
+    """Resample with ``torchaudio.transforms.Resample(sr, target_sr)`` and its defaults, as upstream does.
+
+    The transform (not ``torchaudio.functional.resample``) on purpose: it builds its filter kernel
+    slightly differently, and the corpus was made with the transform. Kernels are cached per device.
+    """
+    if sr == target_sr:
+        return audio
+    key = (sr, target_sr, str(audio.device))
+    if key not in _resamplers:
+        _resamplers[key] = torchaudio.transforms.Resample(sr, target_sr).to(audio.device)
+    return _resamplers[key](audio)
+
+
+def model_rate_audio(
+    samples: np.ndarray | torch.Tensor,
+    sr: int,
+    model_sampling_rate: int,
+    *,
+    device: torch.device | str | None = None,
+) -> torch.Tensor:
+    """The reference at the model's rate, ``[1, n]`` float32, as the spectrogram and SV input start from.
+
+    Resampling can overshoot ±1; upstream then divides by the peak, but never by more than 2
+    (``audio / min(2, peak)`` when peak > 1).
+    """
+    audio = torch.as_tensor(samples, dtype=torch.float32, device=device).reshape(1, -1)
+    audio = resample_sinc(audio, sr, model_sampling_rate)
+    peak = audio.abs().max()
+    if peak > 1:
+        audio = audio / torch.clamp(peak, max=2.0)
+    return audio
+
+
+@dataclass(frozen=True)
+class SpectrogramConfig:
+    """The SoVITS ``data`` settings the linear spectrogram uses."""
+
+    sampling_rate: int
+    filter_length: int  # FFT size; the spectrogram has filter_length // 2 + 1 bins
+    hop_length: int
+    win_length: int
+
+    @classmethod
+    def from_sovits_config(cls, config: Mapping[str, Any]) -> SpectrogramConfig:
+        """From a SoVITS checkpoint config (its ``data`` section) or the ``data`` section itself."""
+        data = config.get("data", config)
+        return cls(
+            sampling_rate=int(data["sampling_rate"]),
+            filter_length=int(data["filter_length"]),
+            hop_length=int(data["hop_length"]),
+            win_length=int(data["win_length"]),
+        )
+
+
+def linear_spectrogram(audio: torch.Tensor, n_fft: int, hop_length: int, win_length: int) -> torch.Tensor:
+    """Magnitude STFT ``[batch, n_fft // 2 + 1, frames]`` of ``audio`` ``[batch, samples]``.
+
+    Same framing as upstream's ``spectrogram_torch(center=False)``: reflect-pad (n_fft - hop) / 2 on both
+    sides, Hann window, no normalisation, and sqrt(re² + im² + 1e-8) so silence stays differentiable.
+    """
+    pad = (n_fft - hop_length) // 2
+    padded = torch.nn.functional.pad(audio.unsqueeze(1), (pad, pad), mode="reflect").squeeze(1)
+    window = torch.hann_window(win_length, dtype=audio.dtype, device=audio.device)
+    stft = torch.stft(
+        padded,
+        n_fft,
+        hop_length=hop_length,
+        win_length=win_length,
+        window=window,
+        center=False,
+        normalized=False,
+        onesided=True,
+        return_complex=True,
+    )
+    return torch.sqrt(stft.real.pow(2) + stft.imag.pow(2) + 1e-8)
+
+
+def _spectrogram_config(config: SpectrogramConfig | Mapping[str, Any]) -> SpectrogramConfig:
+    return config if isinstance(config, SpectrogramConfig) else SpectrogramConfig.from_sovits_config(config)
+
+
+def spectrogram(
+    samples: np.ndarray | torch.Tensor,
+    sr: int,
+    sovits_config: SpectrogramConfig | Mapping[str, Any],
+    *,
+    device: torch.device | str | None = None,
+) -> torch.Tensor:
+    """The reference spectrogram SoVITS conditions on: ``[1, filter_length // 2 + 1, frames]``."""
+    cfg = _spectrogram_config(sovits_config)
+    audio = model_rate_audio(samples, sr, cfg.sampling_rate, device=device)
+    return linear_spectrogram(audio, cfg.filter_length, cfg.hop_length, cfg.win_length)
+
+
+def sv_input(
+    samples: np.ndarray | torch.Tensor,
+    sr: int,
+    model_sampling_rate: int,
+    *,
+    device: torch.device | str | None = None,
+) -> torch.Tensor:
+    """The speaker-verification input: ``[1, n]`` float32 at 16 kHz.
+
+    Upstream quirk, reproduced on purpose: it is derived from the *model-rate* audio (resampled and
+    peak-limited as for the spectrogram) and resampled once more, never straight from the file; a 16 kHz
+    file therefore goes 16k → model rate → 16k.
+    """
+    audio = model_rate_audio(samples, sr, model_sampling_rate, device=device)
+    return resample_sinc(audio, model_sampling_rate, SV_SAMPLE_RATE)
+
+
+def reference_spec_and_sv_input(
+    samples: np.ndarray | torch.Tensor,
+    sr: int,
+    sovits_config: SpectrogramConfig | Mapping[str, Any],
+    *,
+    device: torch.device | str | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Both :func:`spectrogram` and :func:`sv_input` from one model-rate resampling (v2Pro/v2ProPlus)."""
+    cfg = _spectrogram_config(sovits_config)
+    audio = model_rate_audio(samples, sr, cfg.sampling_rate, device=device)
+    spec = linear_spectrogram(audio, cfg.filter_length, cfg.hop_length, cfg.win_length)
+    return spec, resample_sinc(audio, cfg.sampling_rate, SV_SAMPLE_RATE)
