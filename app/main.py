@@ -12,6 +12,7 @@ from app.errors import install_error_handlers
 from app.logging_setup import configure_logging
 from app.middleware import RequestContextMiddleware
 from app.routers import health, text, weights
+from app.schemas.errors import error_responses
 from app.settings import Settings
 
 DESCRIPTION = """
@@ -35,7 +36,14 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
         finally:
             app.state.engine.stop()
 
-    app = FastAPI(title="gsv-server", version=__version__, description=DESCRIPTION, lifespan=lifespan)
+    app = FastAPI(
+        title="gsv-server",
+        version=__version__,
+        description=DESCRIPTION,
+        lifespan=lifespan,
+        # Any request can be malformed, too large, or hit a bug: all answer the error shape.
+        responses=error_responses(400, 413, 500),
+    )
     app.state.settings = settings
     install_error_handlers(app)
     app.add_middleware(RequestContextMiddleware, max_body_bytes=settings.max_body_bytes)

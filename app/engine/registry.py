@@ -43,10 +43,12 @@ BIGVGAN_V3_DIR = f"{PRETRAINED}/models--nvidia--bigvgan_v2_24khz_100band_256x"
 VOCODER_V4 = f"{PRETRAINED}/gsv-v4-pretrained/vocoder.pth"
 G2PW_DIR = "GPT_SoVITS/text/G2PWModel"
 
-SOVITS_DIRS = tuple(f"SoVITS_weights{s}" for s in ("", "_v2", "_v3", "_v4", "_v2Pro", "_v2ProPlus"))
-GPT_DIRS = tuple(f"GPT_weights{s}" for s in ("", "_v2", "_v3", "_v4", "_v2Pro", "_v2ProPlus"))
-
 MODEL_VERSIONS = ("v1", "v2", "v3", "v4", "v2Pro", "v2ProPlus")
+# Fine-tune folders per version: SoVITS_weights (v1), SoVITS_weights_v2, ... and the same for GPT.
+SOVITS_DIR_BY_VERSION = {v: "SoVITS_weights" + ("" if v == "v1" else f"_{v}") for v in MODEL_VERSIONS}
+GPT_DIR_BY_VERSION = {v: "GPT_weights" + ("" if v == "v1" else f"_{v}") for v in MODEL_VERSIONS}
+SOVITS_DIRS = tuple(SOVITS_DIR_BY_VERSION.values())
+GPT_DIRS = tuple(GPT_DIR_BY_VERSION.values())
 
 # (symbol version, model version, is LoRA) by the 2-byte header upstream writes over "PK".
 _BY_HEADER: dict[bytes, tuple[str, str, bool]] = {
@@ -95,8 +97,12 @@ def _md5_first_8k(path: Path) -> str:
         return hashlib.md5(f.read(8192)).hexdigest()
 
 
-def sovits_version_from_file(path: Path) -> ModelVersion:
-    """Upstream's fast detection: pretrained md5, then the 2-byte header, then the file size."""
+def sovits_version_from_file(path: Path, pretrained_as: str | None = None) -> ModelVersion:
+    """Upstream's fast detection: pretrained md5, then the 2-byte header, then the file size.
+
+    ``pretrained_as`` is the version whose official pretrained path the file sits at. Upstream only
+    knows official bases by md5, so any other headerless file there falls to the size rule (a v4 base
+    reads as v3); we trust the path before the size, which changes nothing for official files."""
     found = _BY_PRETRAINED_MD5.get(_md5_first_8k(path))
     if found:
         return ModelVersion(*found)
@@ -106,6 +112,8 @@ def sovits_version_from_file(path: Path) -> ModelVersion:
         return ModelVersion(*_BY_HEADER[header])
     if header != ZIP_MAGIC:
         raise CheckpointError(path, "is not a SoVITS checkpoint (unknown file header)")
+    if pretrained_as is not None:
+        return ModelVersion("v1" if pretrained_as == "v1" else "v2", pretrained_as)
     size = path.stat().st_size
     if size < _V1_MAX_BYTES:
         return ModelVersion("v1", "v1")
@@ -127,9 +135,9 @@ def refine_with_weights(fast: ModelVersion, weight: dict) -> ModelVersion:
     return ModelVersion(symbols, symbols, fast.is_lora)
 
 
-def sovits_version(path: Path) -> ModelVersion:
+def sovits_version(path: Path, pretrained_as: str | None = None) -> ModelVersion:
     """The full detection upstream performs when it loads a SoVITS file."""
-    fast = sovits_version_from_file(path)
+    fast = sovits_version_from_file(path, pretrained_as)
     checkpoint = load_checkpoint(path)
     return refine_with_weights(fast, weights_of(checkpoint, path))
 
@@ -206,6 +214,12 @@ class WeightRegistry:
 
     def resolve_gpt(self, name: str) -> Path:
         return self._resolve_listed(name, "GPT", self.gpt_names())
+
+    def sovits_version(self, name: str) -> ModelVersion:
+        """Version of a listed SoVITS file (loads it: the weights inside settle v1 vs v2)."""
+        path = self.resolve_sovits(name)
+        pretrained_as = next((v for v, rel in PRETRAINED_SOVITS.items() if rel == name), None)
+        return sovits_version(path, pretrained_as)
 
     def pretrained_sovits_path(self, model_version: str) -> Path:
         """Where the base model of a v3/v4 LoRA file must be."""

@@ -8,11 +8,11 @@ from pydantic import BaseModel, Field
 
 
 class Liveness(BaseModel):
-    status: Literal["ok"] = "ok"
+    status: Literal["ok"] = Field("ok", examples=["ok"])
 
 
 class Readiness(BaseModel):
-    status: Literal["ready", "not_ready"]
+    status: Literal["ready", "not_ready"] = Field(..., examples=["ready"])
     device: str = Field(..., examples=["cpu"])
     weights_root: str = Field(..., examples=["weights"])
     problems: list[str] = Field(default_factory=list, description="Why the engine is not ready, if it is not.")

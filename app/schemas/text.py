@@ -20,6 +20,7 @@ class ToCutRequest(BaseModel):
     text_inp: str = Field(..., description="Text to cut into the pieces that are synthesised one by one.")
     how_to_cut: CutMethod = Field(
         "凑四句一切",
+        validate_default=True,  # the default is a UI label too and must become its code
         description="Cut method: upstream's UI label or its code cut0..cut5.",
     )
 

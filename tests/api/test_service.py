@@ -1,0 +1,121 @@
+"""Service-wide behaviour: error shape, request ids, probes, docs, enum spellings in OpenAPI."""
+
+import logging
+
+import pytest
+from fastapi import APIRouter
+
+from app.schemas.enums import CUT_METHOD_LABELS, LANGUAGE_LABELS
+
+
+def test_every_response_carries_a_request_id(client):
+    r = client.get("/healthz")
+    assert len(r.headers["x-request-id"]) >= 16
+
+
+def test_a_sane_client_request_id_is_echoed_and_logged(client, caplog):
+    with caplog.at_level(logging.INFO):
+        r = client.post("/to_cut", json={"text_inp": "x", "how_to_cut": "nope"}, headers={"X-Request-ID": "abc-123"})
+    assert r.headers["x-request-id"] == "abc-123"
+    assert r.json()["error"]["request_id"] == "abc-123"
+    lines = [rec for rec in caplog.records if getattr(rec, "request_id", None) == "abc-123"]
+    assert len(lines) >= 2  # the validation log line and the access line
+
+
+def test_an_unsafe_client_request_id_is_replaced(client):
+    r = client.get("/healthz", headers={"X-Request-ID": "bad id\twith spaces"})
+    assert r.headers["x-request-id"] != "bad id\twith spaces"
+
+
+def test_unknown_route_uses_the_error_shape(client):
+    r = client.get("/nope")
+    assert r.status_code == 404
+    assert r.json()["error"]["code"] == "not_found"
+
+
+def test_wrong_method_uses_the_error_shape(client):
+    r = client.get("/to_cut")
+    assert r.status_code == 405
+    assert set(r.json()["error"]) >= {"code", "message", "request_id"}
+
+
+def test_invalid_json_is_422_not_500(client):
+    r = client.post("/to_cut", content=b"{not json", headers={"content-type": "application/json"})
+    assert r.status_code == 422
+
+
+def test_unhandled_errors_become_500_without_a_stack_trace(client):
+    router = APIRouter()
+
+    @router.get("/boom")
+    def boom():
+        raise RuntimeError("secret internals")
+
+    client.app.include_router(router)
+    r = client.get("/boom")
+    assert r.status_code == 500
+    body = r.json()["error"]
+    assert body["code"] == "internal_error"
+    assert "secret" not in r.text and "Traceback" not in r.text
+    assert body["request_id"] == r.headers["x-request-id"]
+
+
+def test_healthz_and_readyz(client):
+    assert client.get("/healthz").json() == {"status": "ok"}
+    ready = client.get("/readyz")
+    assert ready.status_code == 200 and ready.json()["status"] == "ready"
+
+
+def test_readyz_is_503_when_the_weights_root_is_missing(make_client, weights_root):
+    weights_root.rmdir()
+    r = make_client().get("/readyz")
+    assert r.status_code == 503
+    assert r.json()["status"] == "not_ready" and r.json()["problems"]
+
+
+def test_docs_render(client):
+    assert client.get("/docs").status_code == 200
+    assert client.get("/openapi.json").status_code == 200
+
+
+def test_openapi_lists_both_spellings_of_cut_methods(client):
+    schema = client.get("/openapi.json").json()
+    text = str(schema)
+    for label, code in CUT_METHOD_LABELS.items():
+        assert label in text and code in text
+
+
+def test_language_enum_has_both_spellings():
+    from typing import get_args
+
+    from app.schemas.enums import LanguageSpelling
+
+    assert set(get_args(LanguageSpelling)) == set(LANGUAGE_LABELS) | set(LANGUAGE_LABELS.values())
+
+
+def test_every_operation_documents_an_example(client):
+    schema = client.get("/openapi.json").json()
+    components = schema.get("components", {}).get("schemas", {})
+
+    def has_example(ref_or_schema):
+        if not ref_or_schema:
+            return False
+        if "$ref" in ref_or_schema:
+            target = components[ref_or_schema["$ref"].split("/")[-1]]
+            return has_example(target)
+        if "examples" in ref_or_schema or "example" in ref_or_schema:
+            return True
+        return any("examples" in p or "example" in p for p in ref_or_schema.get("properties", {}).values())
+
+    for path, ops in schema["paths"].items():
+        for method, op in ops.items():
+            body = op.get("requestBody", {}).get("content", {})
+            ok = op.get("responses", {}).get("200", {}).get("content", {})
+            schemas = [c.get("schema") for c in list(body.values()) + list(ok.values())]
+            assert any(has_example(s) for s in schemas), f"{method.upper()} {path} has no example"
+
+
+@pytest.mark.parametrize("path", ["/to_cut", "/change_choices"])
+def test_upstream_endpoints_are_post(client, path):
+    schema = client.get("/openapi.json").json()
+    assert "post" in schema["paths"][path]
