@@ -277,3 +277,19 @@ def test_inputs_are_validated(model):
         model.generate(phones, berts, PROMPT.expand(3, -1))
     with pytest.raises(ValueError):
         model.generate([], [], PROMPT)
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float64])
+def test_dtype_comes_from_the_model(model, dtype):
+    phones, berts = rows(6, 9)
+    other = T2SModel(SMALL).eval()
+    other.load_state_dict(model.state_dict())
+    other.to(dtype)
+    seen: list[torch.Tensor] = []
+    out = greedy(other, phones, berts, PROMPT, early_stop_num=8, on_logits=lambda r, s, lg: seen.append(lg))
+    assert seen[0].dtype == dtype
+    assert [len(t) for t in out] == [8, 8]
+    reference: list[torch.Tensor] = []
+    greedy(model, phones, berts, PROMPT, early_stop_num=8, on_logits=lambda r, s, lg: reference.append(lg))
+    tolerance = 1e-1 if dtype == torch.bfloat16 else 1e-5
+    torch.testing.assert_close(seen[0].float(), reference[0], atol=tolerance, rtol=tolerance)
