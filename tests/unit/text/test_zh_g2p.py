@@ -8,6 +8,8 @@ from __future__ import annotations
 import threading
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from app.engine.text.zh import UnknownSyllableError, g2p, normalize
 from app.engine.text.zh.erhua import apply_erhua
@@ -201,9 +203,28 @@ def test_respelled_interjections_are_readable():
     assert phones_of("嗯") == ["EE", "en1"]
 
 
-def test_character_without_a_syllable_is_refused():
+@pytest.mark.parametrize("norm_text", ["噷", "噷噷", "一噷", "你好,噷."])
+def test_character_without_a_syllable_is_refused(norm_text):
+    # pypinyin reads 噷 "hm", which has no final; whatever the context, the error is the same kind
     with pytest.raises(UnknownSyllableError):
-        g2p("噷")  # pypinyin reads it "hm", which has no phones
+        g2p(norm_text)
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    st.text(
+        alphabet=st.characters(min_codepoint=0x4E00, max_codepoint=0x9FA5) | st.sampled_from(",.!?…"),
+        max_size=12,
+    )
+)
+def test_any_normalised_text_lines_up_or_is_refused(text):
+    norm_text = normalize(text)
+    try:
+        phones, word2ph = g2p(norm_text)
+    except UnknownSyllableError:
+        return
+    assert len(word2ph) == len(norm_text)
+    assert sum(word2ph) == len(phones)
 
 
 def test_unknown_version_is_refused():

@@ -61,7 +61,12 @@ def _clause_syllables(clause: str, version: str) -> tuple[list[str], list[str]]:
         if pos == "eng":
             continue
         word_initials = lazy_pinyin(word, neutral_tone_with_five=True, style=Style.INITIALS)
-        word_finals = apply_sandhi(word, pos, tone3_finals(word))
+        word_finals = tone3_finals(word)
+        if "" in word_finals:
+            # e.g. 噷 "hm": no vowel, hence no tone and no phones. Upstream fails later on the same
+            # input (somewhere in sandhi or the phone lookup); we refuse it here, uniformly.
+            raise UnknownSyllableError(f"pypinyin reads no final in {word!r}, which has no phones")
+        word_finals = apply_sandhi(word, pos, word_finals)
         if version == "v2":
             word_finals = apply_erhua(word, pos, word_finals)
         initials += word_initials
