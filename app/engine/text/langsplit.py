@@ -240,6 +240,8 @@ def split_by_language(text: str, default_lang: str = "") -> list[LangPiece]:
     With ``default_lang`` ("zh", "ja", "ko") every piece that is not plainly English gets that
     language; without it the detected languages are used.
     """
+    if not text:
+        return []  # split_lang fails on empty text
     pieces: list[LangPiece] = []
     has_unresolved_digits = False
     for substring in _get_splitter().split_by_lang(text=text):

@@ -17,6 +17,7 @@ and when no piece yields phones; any other text is accepted.
 
 from __future__ import annotations
 
+import logging
 import re
 from dataclasses import dataclass, field
 from typing import Literal
@@ -25,6 +26,8 @@ from app.engine.text.cleaner import clean_text
 from app.engine.text.cut import SPLITS, cut_text, split_big_text
 from app.engine.text.langsplit import LangPiece, split_by_language
 from app.engine.text.symbols import phones_to_ids
+
+_log = logging.getLogger(__name__)
 
 # Language codes of the API (upstream's dict_language values).
 LANGUAGES: tuple[str, ...] = (
@@ -155,7 +158,9 @@ def pre_segment(text: str, lang: str, method: str) -> list[str]:
         if piece[-1] not in SPLITS:
             piece += full_stop
         if len(piece) > MAX_PIECE_CHARS:
-            pieces.extend(split_big_text(piece))
+            # split_big_text yields an empty first chunk when the text starts with a part longer than the
+            # limit; upstream then crashes on it, we drop it.
+            pieces.extend(chunk for chunk in split_big_text(piece) if chunk)
         else:
             pieces.append(piece)
     return pieces
@@ -189,7 +194,21 @@ def split_languages(text: str, lang: str) -> list[LangPiece]:
 
 
 def _clean_part(piece: LangPiece, version: str) -> LangSegment:
-    phones, word2ph, norm_text = clean_text(piece.text, piece.lang, version)
+    try:
+        phones, word2ph, norm_text = clean_text(piece.text, piece.lang, version)
+    except (ImportError, RuntimeError):
+        raise  # a missing module or a broken g2p contract is our bug, not the user's text
+    except Exception as error:
+        # Some text defeats a language module's normaliser (e.g. a 200-digit number in English); upstream
+        # would crash. Refuse the text instead, keeping the cause for the logs.
+        _log.warning("cannot read %s text %r", piece.lang, piece.text[:80], exc_info=True)
+        raise TextRejected(f"cannot read this {piece.lang} text: {piece.text[:40]!r}") from error
+    if word2ph is not None and piece.lang == "zh" and len(norm_text) > MAX_PIECE_CHARS:
+        # BERT reads the normalised Chinese text in one window (512 tokens with [CLS] and [SEP]).
+        raise TextRejected(
+            f"a sentence is too long ({len(norm_text)} characters once normalised, at most {MAX_PIECE_CHARS}); "
+            "add punctuation"
+        )
     return LangSegment(
         lang=piece.lang,
         text=piece.text,

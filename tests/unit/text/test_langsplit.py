@@ -41,6 +41,11 @@ def test_kana_inside_chinese_becomes_japanese() -> None:
     assert ("ja", "まいご吗？") in pieces
 
 
+def test_empty_text_has_no_pieces() -> None:
+    assert split_by_language("") == []
+    assert split_by_language("", "zh") == []
+
+
 def test_lone_number_without_default_is_chinese() -> None:
     assert pairs(split_by_language("123")) == [("zh", "123")]
 

@@ -161,3 +161,28 @@ def test_cantonese_gets_zero_features() -> None:
     (segment,) = preprocess("你好，我係香港人。", "all_yue")
     assert [part.bert_kind for part in segment.lang_segments] == ["zeros"]
     assert segment.word2ph is not None
+
+
+# --- refusals instead of crashes ---------------------------------------------------------------------
+
+
+def test_overlong_run_without_punctuation_is_cut_without_an_empty_piece() -> None:
+    pieces = pre_segment("A" * 600, "en", "cut0")
+    assert pieces and all(pieces)
+    assert pieces[0] == "A" * 600
+
+
+def test_chinese_too_long_for_bert_is_refused() -> None:
+    require("zh", "en")
+    with pytest.raises(TextRejected, match="too long"):
+        preprocess("你" * 600, "all_zh", "cut0")
+    # The same length in Japanese gets no BERT, so it is accepted.
+    require("ja")
+    assert preprocess("あ" * 600, "all_ja", "cut0")
+
+
+def test_text_a_language_module_cannot_read_is_refused() -> None:
+    require("en")
+    # inflect cannot spell numbers this large; upstream crashes, we refuse.
+    with pytest.raises(TextRejected):
+        preprocess("1" * 200, "en")
