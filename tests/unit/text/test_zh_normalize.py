@@ -135,3 +135,13 @@ def test_traditional_characters_are_simplified_with_upstreams_table():
     # the one-to-one table has its own choices that a phrase converter would not make
     assert to_simplified("於") == "於"
     assert to_simplified("餘") == "馀"
+
+
+def test_without_the_table_source_text_is_left_as_written(monkeypatch, caplog):
+    from app.engine.text.zh import char_convert
+
+    monkeypatch.setattr(char_convert, "_table_source", lambda: None)
+    monkeypatch.setattr(char_convert, "_table", None)
+    with caplog.at_level("WARNING"):
+        assert char_convert.to_simplified("這個") == "這個"
+    assert "paddlespeech" in caplog.text
