@@ -9,6 +9,9 @@ from pathlib import Path
 
 from app.engine.registry import WeightRegistry
 from app.engine.text.cut import to_cut
+from app.engine.text.preprocess import Segment, TextRejected, preprocess
+from app.errors import InvalidInput
+from app.schemas.enums import V1_LANGUAGES
 from app.settings import Settings, resolve_device
 
 log = logging.getLogger(__name__)
@@ -45,6 +48,18 @@ class Engine:
     # ---------------------------------------------------------------- text
     def cut(self, text: str, method: str) -> str:
         return to_cut(text, method)
+
+    def phonemize(self, text: str, lang: str, method: str, version: str) -> list[Segment]:
+        """The segments the models would receive for ``text`` (no BERT features)."""
+        if version == "v1" and lang not in V1_LANGUAGES:
+            raise InvalidInput(
+                f"language {lang!r} is not available for v1 models; use one of {', '.join(V1_LANGUAGES)}",
+                code="language_not_supported",
+            )
+        try:
+            return preprocess(text, lang, method, version)
+        except TextRejected as exc:
+            raise InvalidInput(str(exc), code="no_speakable_text") from None
 
     # ---------------------------------------------------------------- weights
     def weight_choices(self) -> tuple[list[str], list[str]]:
