@@ -11,8 +11,10 @@ BERT step. It runs in two stages:
 BERT features are computed separately (``app.engine.text.bert``) from the :class:`Segment` objects,
 so the frontend is usable, and testable, without BERT weights.
 
-Input is refused with :class:`TextRejected` where upstream raises (text that is blank after cutting)
-and when no piece yields phones; any other text is accepted.
+Input is refused with :class:`TextRejected` (a ValueError, for a 4xx answer) where upstream raises:
+text that is blank after cutting, text a language module cannot read (upstream crashes), Chinese too
+long for BERT's window (upstream crashes in BERT); and when no piece yields phones. Unknown language or
+cut method codes are plain ValueErrors (caller errors). Any other text is accepted.
 """
 
 from __future__ import annotations
