@@ -16,7 +16,7 @@ WORKDIR /app
 COPY pyproject.toml README.md ./
 COPY app ./app
 # torch 2.11.0 comes with the base image; pip keeps it (the project pins the same version).
-RUN pip install . && useradd --create-home --uid 1000 gsv && mkdir -p /app/weights && chown gsv /app/weights
+RUN pip install . && pip install --no-deps paddlespeech==1.5.0 && useradd --create-home --uid 1000 gsv && mkdir -p /app/weights && chown gsv /app/weights
 
 USER gsv
 VOLUME ["/app/weights"]

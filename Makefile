@@ -13,12 +13,18 @@ $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --upgrade pip setuptools wheel
 
+# paddlespeech is read for one data table (traditional -> simplified Chinese, the table upstream
+# uses); its own dependencies (paddlepaddle...) are not needed, and pyproject cannot say --no-deps.
+DATA_ONLY := paddlespeech==1.5.0
+
 $(STAMP): pyproject.toml | $(BIN)/python
 	$(BIN)/pip install -e .
+	$(BIN)/pip install --no-deps $(DATA_ONLY)
 	touch $@
 
 $(STAMP_DEV): pyproject.toml | $(BIN)/python
 	$(BIN)/pip install -e '.[dev]'
+	$(BIN)/pip install --no-deps $(DATA_ONLY)
 	touch $@ $(STAMP)
 
 install: $(STAMP)
