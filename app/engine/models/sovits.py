@@ -242,7 +242,7 @@ class SoVITSSynthesizer(nn.Module):
 
         Upstream's ``extract_latent``; the prompt codes the GPT stage needs are ``codes[0, 0]``.
         """
-        x = self.ssl_proj(ssl_features.to(self._dtype))
+        x = self.ssl_proj(ssl_features.to(device=self._device, dtype=self._dtype))
         return self.quantizer.encode(x).transpose(0, 1)
 
     @torch.no_grad()
@@ -263,10 +263,12 @@ class SoVITSSynthesizer(nn.Module):
                 )
         per_reference = []
         for k, spec in enumerate(refer_specs):
-            spec = spec.to(self._dtype)
+            spec = spec.to(device=self._device, dtype=self._dtype)
             ge = self.ref_enc(spec[:, : self.config.reference_bins])
             if self.config.uses_speaker_embedding:
-                ge = self.prelu(ge + self.sv_emb(sv_embs[k].to(self._dtype)).unsqueeze(-1))
+                ge = self.prelu(
+                    ge + self.sv_emb(sv_embs[k].to(device=self._device, dtype=self._dtype)).unsqueeze(-1)
+                )
             per_reference.append(ge)
         return torch.stack(per_reference).mean(0)
 

@@ -228,8 +228,9 @@ class MelStyleEncoder(nn.Module):
         x = h.transpose(1, 2)
         x = x + self._self_attention(x)
         x = self.out(x)
-        # Upstream divides by the length before summing (not torch.mean); same order here.
-        return (x / x.size(1)).sum(dim=1).unsqueeze(-1)
+        # Upstream averages in float32 (whatever the model dtype) and divides by the length before
+        # summing rather than calling torch.mean; same here.
+        return (x.float() / x.size(1)).sum(dim=1).to(x.dtype).unsqueeze(-1)
 
     def _self_attention(self, x: torch.Tensor) -> torch.Tensor:
         batch, length, hidden = x.shape
