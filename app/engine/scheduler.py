@@ -1,0 +1,171 @@
+"""The engine worker: a bounded queue of synthesis tickets, one worker thread, cancellation.
+
+Requests arrive on the event loop; synthesis is CPU/GPU-bound PyTorch work, so it runs on a worker
+thread and the request awaits a future. The queue is bounded: when it is full the caller gets
+``QueueFull`` (HTTP 429 with Retry-After) instead of waiting forever.
+
+Batching shape: the worker takes a *batch* of tickets at a time (``_take_batch``): the first ticket
+and whatever queued tickets share its ``batch_key``, up to ``max_batch``. The runner receives the
+whole batch, so a runner that decodes several requests' rows in one GPT batch slots in without
+touching the queue. Today's runner runs them one after another.
+
+Cancellation (``/stop``): each ticket has an event; the runner polls ``ticket.should_stop`` once per
+decode step. Cancelling a queued ticket answers it at once; cancelling a running one ends it within a
+step. Either way the request gets ``SynthesisCancelled`` and the worker keeps serving.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import logging
+import threading
+import time
+from collections.abc import Callable, Hashable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from app.logging_setup import request_id_var
+
+log = logging.getLogger(__name__)
+
+
+class QueueFull(Exception):
+    def __init__(self, retry_after_s: int):
+        super().__init__(f"the synthesis queue is full; retry in about {retry_after_s} s")
+        self.retry_after_s = retry_after_s
+
+
+class SynthesisCancelled(Exception):
+    """The request was cancelled by /stop before it finished."""
+
+
+@dataclass(eq=False)
+class Ticket:
+    request_id: str
+    job: Any
+    batch_key: Hashable
+    loop: asyncio.AbstractEventLoop
+    future: asyncio.Future
+    enqueued_at: float = field(default_factory=time.monotonic)
+    _cancel: threading.Event = field(default_factory=threading.Event)
+
+    def should_stop(self) -> bool:
+        return self._cancel.is_set()
+
+    def cancel(self) -> None:
+        self._cancel.set()
+
+    def resolve(self, result: Any = None, error: BaseException | None = None) -> None:
+        """Hand the outcome back to the event loop (safe to call from the worker thread, once)."""
+
+        def settle():
+            if self.future.done():
+                return
+            if error is not None:
+                self.future.set_exception(error)
+            else:
+                self.future.set_result(result)
+
+        self.loop.call_soon_threadsafe(settle)
+
+
+# A runner gets a batch of tickets and must resolve every one of them.
+Runner = Callable[[Sequence[Ticket]], None]
+
+
+class Scheduler:
+    def __init__(self, runner: Runner, max_queue: int = 16, max_batch: int = 1, name: str = "synthesis"):
+        self._runner = runner
+        self._max_queue = max_queue
+        self._max_batch = max_batch
+        self._queue: collections.deque[Ticket] = collections.deque()
+        self._running: list[Ticket] = []
+        self._cond = threading.Condition()
+        self._closed = False
+        self._recent_seconds: collections.deque[float] = collections.deque(maxlen=20)
+        self._thread = threading.Thread(target=self._work, name=f"{name}-worker", daemon=True)
+        self._thread.start()
+
+    # ---------------------------------------------------------------- event-loop side
+    def submit(self, request_id: str, job: Any, batch_key: Hashable = None) -> asyncio.Future:
+        loop = asyncio.get_running_loop()
+        ticket = Ticket(request_id, job, batch_key, loop, loop.create_future())
+        with self._cond:
+            if self._closed:
+                raise QueueFull(retry_after_s=5)
+            if len(self._queue) >= self._max_queue:
+                raise QueueFull(self._retry_after())
+            self._queue.append(ticket)
+            self._cond.notify()
+        log.info("queued synthesis (queue length %d)", len(self._queue))
+        return ticket.future
+
+    def cancel(self, request_id: str | None = None) -> int:
+        """Cancel the matching queued and running tickets (all of them without an id)."""
+        with self._cond:
+            targets = [t for t in (*self._running, *self._queue) if request_id is None or t.request_id == request_id]
+            queued = [t for t in targets if t in self._queue]
+            for ticket in queued:
+                self._queue.remove(ticket)
+        for ticket in targets:
+            ticket.cancel()
+        for ticket in queued:
+            ticket.resolve(error=SynthesisCancelled("cancelled before it started"))
+        if targets:
+            log.info("cancelled %d synthesis request(s)%s", len(targets), f" for {request_id}" if request_id else "")
+        return len(targets)
+
+    def pending(self) -> tuple[int, int]:
+        """(queued, running) counts."""
+        with self._cond:
+            return len(self._queue), len(self._running)
+
+    def close(self, timeout: float = 5.0) -> None:
+        with self._cond:
+            self._closed = True
+            self._cond.notify_all()
+        self.cancel()
+        self._thread.join(timeout)
+
+    # ---------------------------------------------------------------- worker side
+    def _retry_after(self) -> int:
+        typical = sorted(self._recent_seconds)[len(self._recent_seconds) // 2] if self._recent_seconds else 5.0
+        return max(1, int(typical * (len(self._queue) + 1) / max(1, self._max_batch)))
+
+    def _take_batch(self) -> list[Ticket]:
+        """Block for the next ticket, then add queued tickets with the same batch key."""
+        with self._cond:
+            while not self._queue and not self._closed:
+                self._cond.wait()
+            if self._closed:
+                return []
+            first = self._queue.popleft()
+            batch = [first]
+            for ticket in list(self._queue):
+                if len(batch) >= self._max_batch:
+                    break
+                if ticket.batch_key == first.batch_key and first.batch_key is not None:
+                    self._queue.remove(ticket)
+                    batch.append(ticket)
+            self._running = batch
+            return batch
+
+    def _work(self) -> None:
+        while True:
+            batch = self._take_batch()
+            if not batch:
+                return
+            started = time.monotonic()
+            token = request_id_var.set(batch[0].request_id)
+            try:
+                self._runner(batch)
+            except BaseException as exc:  # the runner failed as a whole: answer everyone, keep serving
+                log.exception("synthesis worker error")
+                for ticket in batch:
+                    ticket.resolve(error=exc)
+            finally:
+                request_id_var.reset(token)
+                with self._cond:
+                    self._running = []
+                self._recent_seconds.append(time.monotonic() - started)
