@@ -24,6 +24,10 @@ class Settings(BaseSettings):
     max_text_chars: int = Field(
         100_000, ge=1, description="Longest text accepted by text endpoints; longer input gets 413."
     )
+    max_loaded_models: int = Field(
+        2, ge=1, description="Loaded GPT models and loaded SoVITS models kept each (least recently used go)."
+    )
+    max_queue: int = Field(16, ge=1, description="Synthesis requests waiting at most; more get 429.")
     max_body_bytes: int = Field(
         32 * 1024 * 1024,
         ge=1024,

@@ -13,7 +13,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
-from app.engine.checkpoints import VERSION_HEADERS, ZIP_MAGIC, CheckpointError, load_checkpoint, weights_of
+from app.engine.checkpoints import ZIP_MAGIC, CheckpointError, load_checkpoint, weights_of
 from app.errors import NotFound, ServiceError
 
 PRETRAINED = "GPT_SoVITS/pretrained_models"
@@ -74,6 +74,7 @@ _V1_MAX_BYTES = 82978 * 1024
 _V2_MAX_BYTES = 700 * 1024 * 1024
 
 V1_SYMBOL_COUNT = 322
+V2_SYMBOL_COUNT = 732
 
 
 @dataclass(frozen=True)
@@ -142,10 +143,10 @@ def sovits_version(path: Path, pretrained_as: str | None = None) -> ModelVersion
     return refine_with_weights(fast, weights_of(checkpoint, path))
 
 
-def gpt_symbol_version(checkpoint: dict) -> str:
-    """A GPT file's symbol table, from the phoneme vocabulary in its config."""
-    vocab = checkpoint.get("config", {}).get("model", {}).get("phoneme_vocab_size")
-    return "v1" if vocab == V1_SYMBOL_COUNT else "v2"
+def gpt_symbol_version(phone_vocab_size: int) -> str:
+    """The symbol table a GPT can read, from its phone embedding size. v1 GPTs have 512 rows (room
+    for the 322 v1 symbols), v2 and later 732, so only a table that fits every id is possible."""
+    return "v2" if phone_vocab_size >= V2_SYMBOL_COUNT else "v1"
 
 
 class WeightRegistry:

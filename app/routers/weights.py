@@ -1,11 +1,21 @@
-"""Weight management endpoints: ``/change_choices`` (list what the weights root holds)."""
+"""Weight management: list what the weights root holds, switch the current GPT and SoVITS models."""
 
 from __future__ import annotations
 
 from fastapi import APIRouter
 
 from app.deps import EngineDep
-from app.schemas.weights import WeightChoices
+from app.engine.engine import language_update, languages_for
+from app.schemas.enums import language_label
+from app.schemas.errors import error_responses
+from app.schemas.weights import (
+    GptWeightsRequest,
+    GptWeightsResponse,
+    LanguageChoice,
+    SovitsWeightsRequest,
+    SovitsWeightsResponse,
+    WeightChoices,
+)
 
 router = APIRouter(tags=["weights"])
 
@@ -18,3 +28,47 @@ router = APIRouter(tags=["weights"])
 def change_choices(engine: EngineDep) -> WeightChoices:
     sovits, gpt = engine.weight_choices()
     return WeightChoices(sovits=sovits, gpt=gpt)
+
+
+@router.post(
+    "/init_t2s_weights",
+    response_model=GptWeightsResponse,
+    summary="Load a GPT model and make it the current one",
+    responses=error_responses(404, 422),
+)
+def init_t2s_weights(body: GptWeightsRequest, engine: EngineDep) -> GptWeightsResponse:
+    choice = engine.select_gpt(body.weights_path)
+    return GptWeightsResponse(weights_path=choice.name, version=choice.version, max_sec=choice.max_sec)
+
+
+@router.post(
+    "/change_sovits_weights",
+    response_model=SovitsWeightsResponse,
+    summary="Load a SoVITS model and make it the current one",
+    description=(
+        "Answers what upstream's UI updates after the switch: the languages the model speaks, whether the "
+        "current prompt/text languages are kept or reset to 中文 (clearing their text), and which options "
+        "apply to this model version. A v3/v4 LoRA file whose base model is missing answers 409."
+    ),
+    responses=error_responses(404, 409, 422),
+)
+def change_sovits_weights(body: SovitsWeightsRequest, engine: EngineDep) -> SovitsWeightsResponse:
+    choice = engine.select_sovits(body.sovits_path)
+    version = choice.version
+    allowed = languages_for(version.symbols)
+    prompt = language_update(body.prompt_language, allowed)
+    text = language_update(body.text_language, allowed)
+    return SovitsWeightsResponse(
+        sovits_path=choice.name,
+        version=version.symbols,
+        model_version=version.model,
+        is_lora=version.is_lora,
+        languages=[LanguageChoice(label=language_label(code), code=code) for code in allowed],
+        prompt_language=prompt.language,
+        prompt_text_reset=prompt.reset,
+        text_language=text.language,
+        text_reset=text.reset,
+        sample_steps_applies=version.uses_vocoder,
+        aux_refs_apply=not version.uses_vocoder,
+        ref_text_free_allowed=not version.uses_vocoder,
+    )
