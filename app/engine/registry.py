@@ -149,6 +149,21 @@ def gpt_symbol_version(phone_vocab_size: int) -> str:
     return "v2" if phone_vocab_size >= V2_SYMBOL_COUNT else "v1"
 
 
+def resolve_under(root: str | os.PathLike, relative: str, what: str = "name") -> Path:
+    """``relative`` resolved inside ``root``, refusing anything that leaves it: ``..``, absolute or
+    drive paths, NUL bytes, and symlinks that point out. Existence is not checked here."""
+    if not relative or "\x00" in relative:
+        raise ServiceError(f"empty or invalid {what}", code="invalid_name", status_code=422)
+    pure = PurePosixPath(relative.replace("\\", "/"))
+    if pure.is_absolute() or ".." in pure.parts or re.match(r"^[A-Za-z]:", relative):
+        raise ServiceError(f"{what} {relative!r} must be a relative path", code="path_outside_root", status_code=422)
+    base = Path(root).resolve()
+    candidate = (base / pure).resolve()
+    if not candidate.is_relative_to(base):
+        raise ServiceError(f"{what} {relative!r} points outside its root folder", code="path_outside_root", status_code=422)
+    return candidate
+
+
 class WeightRegistry:
     """Lists and resolves weight files under one root. Rescans the disk on every listing."""
 
@@ -182,24 +197,8 @@ class WeightRegistry:
 
     # ---------------------------------------------------------------- resolution
     def path_of(self, relative: str) -> Path:
-        """``relative`` under the root, refusing anything that leaves it (``..``, absolute paths,
-        symlinks pointing out). Existence is not checked here."""
-        if not relative or "\x00" in relative:
-            raise ServiceError("empty or invalid weight name", code="invalid_weight_name", status_code=422)
-        pure = PurePosixPath(relative.replace("\\", "/"))
-        if pure.is_absolute() or ".." in pure.parts or re.match(r"^[A-Za-z]:", relative):
-            raise ServiceError(
-                f"weight name {relative!r} must be a path relative to the weights root",
-                code="path_outside_root",
-                status_code=422,
-            )
-        root = self.root.resolve()
-        candidate = (root / pure).resolve()
-        if not candidate.is_relative_to(root):
-            raise ServiceError(
-                f"weight name {relative!r} points outside the weights root", code="path_outside_root", status_code=422
-            )
-        return candidate
+        """``relative`` under the root, refusing anything that leaves it. Existence is not checked."""
+        return resolve_under(self.root, relative, "weight name")
 
     def _resolve_listed(self, name: str, kind: str, names: list[str]) -> Path:
         path = self.path_of(name)
