@@ -5,20 +5,33 @@
 
 ``len(word2ph) == len(norm_text)`` and ``sum(word2ph) == len(phones)``: each hanzi gives two phones
 (initial, final+tone), each punctuation mark one. Polyphones are resolved by pypinyin (upstream's
-path when the g2pW model is off, which is what the conformance corpus was made with). The g2pW
-polyphone model is not supported yet: its ONNX model, BERT tokenizer and upstream's polyphone
-dictionaries are not available here, so that path is absent rather than approximated.
+path when the g2pW model is off, which is what the conformance corpus was made with) unless the
+g2pW model folder is installed: ``configure_from_weights_root(root)`` (called once at start-up)
+switches v2 to it and logs which path is active; ``enable_g2pw``/``disable_g2pw`` do it by hand.
+See g2pw.py.
 """
 
 from __future__ import annotations
 
 from .char_convert import traditional_table
 from .g2p import VERSIONS, g2p
+from .g2pw import active_g2pw, configure_from_weights_root, disable_g2pw, enable_g2pw
 from .normalizer import PUNCTUATION, normalize
 from .segmenter import cut_with_pos
 from .syllables import UnknownSyllableError
 
-__all__ = ["PUNCTUATION", "VERSIONS", "UnknownSyllableError", "g2p", "normalize", "warm_up"]
+__all__ = [
+    "PUNCTUATION",
+    "VERSIONS",
+    "UnknownSyllableError",
+    "active_g2pw",
+    "configure_from_weights_root",
+    "disable_g2pw",
+    "enable_g2pw",
+    "g2p",
+    "normalize",
+    "warm_up",
+]
 
 
 def warm_up() -> None:

@@ -3,7 +3,8 @@
 Per clause (the text is cut after each punctuation mark): jieba words with POS tags, re-grouped
 for tone sandhi, read with pypinyin (initials and tone-3 finals, neutral tone = 5), sandhi applied,
 erhua applied (v2 only), then each syllable becomes two phones of the Opencpop convention
-(initial, final+tone) and each punctuation mark one phone.
+(initial, final+tone) and each punctuation mark one phone. For v2 the readings come from the g2pW
+model instead of pypinyin when it is enabled (g2pw.py); the default is pypinyin.
 """
 
 from __future__ import annotations
@@ -13,6 +14,8 @@ import re
 from pypinyin import Style, lazy_pinyin
 
 from .erhua import apply_erhua
+from .g2pw import active_g2pw
+from .g2pw import clause_syllables as g2pw_clause_syllables
 from .normalizer import PUNCTUATION
 from .segmenter import cut_with_pos
 from .syllables import UnknownSyllableError, syllable_to_phones
@@ -84,9 +87,14 @@ def g2p(norm_text: str, version: str = "v2") -> tuple[list[str], list[int]]:
         raise ValueError(f"unknown Chinese frontend version {version!r}; expected one of {VERSIONS}")
     phones: list[str] = []
     word2ph: list[int] = []
-    clauses = [c for c in _AFTER_PUNCTUATION.split(norm_text) if c.strip()]
-    for clause in clauses:
-        initials, finals = _clause_syllables(_LATIN.sub("", clause), version)
+    clauses = [_LATIN.sub("", c) for c in _AFTER_PUNCTUATION.split(norm_text) if c.strip()]
+    # Optional g2pW (v2 only, see g2pw.py): reads all clauses in one model batch, as upstream does.
+    g2pw_model = active_g2pw() if version == "v2" else None
+    if g2pw_model is not None:
+        clause_syllables = iter(g2pw_clause_syllables(g2pw_model, clauses))
+    else:
+        clause_syllables = (_clause_syllables(clause, version) for clause in clauses)
+    for initials, finals in clause_syllables:
         for initial, final in zip(initials, finals, strict=False):
             syllable = _syllable_phones(initial, final)
             phones += syllable
