@@ -233,6 +233,13 @@ def test_word_dictionary_is_read_from_the_upstream_checkout(weights_root, tmp_pa
     assert active_g2pw().word_dictionary == {"长了": ["zhang3", "le5"], "行": ["xing2"]}
 
 
+def test_folder_paths_are_the_registrys():
+    from app.engine import registry
+
+    assert g2pw_module.MODEL_DIR == registry.G2PW_DIR
+    assert g2pw_module.TOKENIZER_DIR == registry.BERT_DIR
+
+
 def test_model_config_is_parsed_not_executed(tmp_path):
     config = tmp_path / "config.py"
     config.write_text("import os\nos.remove('x')\nuse_mask = False\nuse_char_phoneme = True\n")

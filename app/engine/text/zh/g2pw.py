@@ -50,7 +50,8 @@ from .tone_sandhi import apply_sandhi, merge_words
 
 log = logging.getLogger(__name__)
 
-# Where upstream's files sit, relative to the weights root (an upstream checkout has all of them).
+# Where upstream's files sit, relative to the weights root (an upstream checkout has all of them);
+# the first two are registry.G2PW_DIR and registry.BERT_DIR (not imported: that module loads torch).
 MODEL_DIR = "GPT_SoVITS/text/G2PWModel"
 TOKENIZER_DIR = "GPT_SoVITS/pretrained_models/chinese-roberta-wwm-ext-large"
 WORD_DICTIONARY_DIR = "GPT_SoVITS/text/g2pw"
@@ -64,7 +65,8 @@ BOPOMOFO_FILE = "bopomofo_to_pinyin_wo_tune_dict.json"
 CONFIG_FILE = "config.py"
 
 # Upstream facts: characters the model lists as polyphonic but upstream reads with pypinyin anyway
-# (traditional forms, since the lists are traditional), and monophonic entries it ignores.
+# (traditional forms, since the lists are traditional; upstream's 听 is the simplified form, which
+# never survives the s2tw conversion, kept as listed), and monophonic entries it ignores.
 NOT_PREDICTED = frozenset("一不和咋嗲剖差攢倒難奔勁拗肖瘙誒泊听噢")
 MONOPHONIC_IGNORED = frozenset("似攢")
 
