@@ -16,6 +16,7 @@ from app.engine.model_cache import ModelCache
 from app.engine.models.sovits import SoVITSSynthesizer
 from app.engine.models.t2s import T2SModel
 from app.engine.registry import ModelVersion, WeightRegistry, gpt_symbol_version, sovits_version_from_file
+from app.engine.text import zh
 from app.engine.text.cut import to_cut
 from app.engine.text.preprocess import Segment, TextRejected, preprocess
 from app.errors import InvalidInput, ServiceError
@@ -88,6 +89,8 @@ class Engine:
         log.info("engine starting: device=%s dtype=%s weights_root=%s", self.device, self.dtype, root.resolve())
         if not root.is_dir():
             log.warning("weights root %s does not exist; no model can be loaded until it does", root.resolve())
+        # Chinese polyphones: g2pW when its model is in the weights root, else upstream's pypinyin path.
+        zh.configure_from_weights_root(root)
 
     def stop(self) -> None:
         log.info("engine stopped")
