@@ -1,0 +1,589 @@
+"""Small random weights laid out like an upstream GPT-SoVITS install, for trying the service without
+downloading anything.
+
+``write_demo_weights(root)`` fills ``root`` with every file the service needs, in upstream's own
+on-disk formats and at upstream's paths (see ``app.engine.registry``):
+
+- one demo voice per model version: a SoVITS ``.pth`` in ``SoVITS_weights*/`` and a GPT ``.ckpt`` in
+  ``GPT_weights*/`` (v2Pro/v2ProPlus GPTs use the v2 symbol table, as upstream's s1v3.ckpt does);
+- the shared models: HuBERT and the Chinese BERT (tiny Hugging Face folders) and, when a v2Pro or
+  v2ProPlus voice is asked for, the speaker-verification checkpoint (its architecture is fixed, so it
+  is full size).
+
+The weights are random, so the voices produce noise, not speech; they exist to exercise the whole
+pipeline. Everything is drawn from ``torch.Generator``s seeded from one ``seed``, so the same seed
+gives byte-identical files. Files are written atomically, and an existing file is kept unless
+``force`` is set, so running again over a folder (even a real install) never breaks it.
+
+v3/v4 voices (CFM + vocoder) are not built yet: add a ``VoiceSpec`` builder to ``_VOICE_BUILDERS``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import math
+import os
+import re
+import shutil
+import tempfile
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from app.engine.models.sovits import SoVITSConfig, SoVITSSynthesizer
+from app.engine.models.speaker import SpeakerEncoder
+from app.engine.models.t2s import T2SConfig, T2SModel
+from app.engine.registry import (
+    BERT_DIR,
+    GPT_DIR_BY_VERSION,
+    HUBERT_DIR,
+    SOVITS_DIR_BY_VERSION,
+    SV_CHECKPOINT,
+)
+
+DEMO_VERSIONS: tuple[str, ...] = ("v1", "v2", "v2Pro", "v2ProPlus")
+README_NAME = "DEMO_WEIGHTS.txt"
+
+# Phone-embedding rows of upstream's GPT configs: v1 GPTs have 512 (room for the 322 v1 symbols),
+# v2 and later 732 (the v2 symbol table).
+GPT_PHONE_VOCAB = {"v1": 512, "v2": 732}
+SOVITS_SYMBOLS = {"v1": 322, "v2": 732}
+# Upstream writes this 2-byte header over the zip's "PK" for these versions (process_ckpt.my_save2);
+# v1/v2 fine-tunes stay plain zips.
+SOVITS_HEADERS = {"v2Pro": b"05", "v2ProPlus": b"06"}
+# Short decodes: the GPT stops after 50 * max_sec tokens by default.
+DEMO_MAX_SEC = 2
+
+# ERes2NetV2's embedding head ``seg_1``: a linear layer from the pooled statistics (mean and std of
+# the 20480-wide trunk output) to a 192-d embedding. Inference never uses it, but upstream's sv.py
+# loads the checkpoint strictly, so a file without it would not load there.
+SV_HEAD_IN, SV_HEAD_OUT = 2 * 20480, 192
+
+
+@dataclass(frozen=True)
+class DemoVoice:
+    """Where the demo voice of one model version lives, relative to the weights root."""
+
+    version: str
+    sovits: str
+    gpt: str
+
+    @property
+    def symbols(self) -> str:
+        return "v1" if self.version == "v1" else "v2"
+
+
+def demo_voice(version: str) -> DemoVoice:
+    """The file names upstream's training would give a voice called ``demo_<version>``."""
+    if version not in DEMO_VERSIONS:
+        raise ValueError(f"no demo voice for {version!r}; available: {', '.join(DEMO_VERSIONS)}")
+    return DemoVoice(
+        version=version,
+        sovits=f"{SOVITS_DIR_BY_VERSION[version]}/demo_{version}_e8_s200.pth",
+        gpt=f"{GPT_DIR_BY_VERSION[version]}/demo_{version}-e15.ckpt",
+    )
+
+
+def derived_seed(seed: int, name: str) -> int:
+    """An independent seed per file, so adding or skipping one file never changes another."""
+    return int.from_bytes(hashlib.sha256(f"{seed}:{name}".encode()).digest()[:8], "little") & (2**63 - 1)
+
+
+# --------------------------------------------------------------------------- random initialisation
+
+
+def _fan_in(module: nn.Module, weight: torch.Tensor) -> float:
+    """Inputs feeding one output. A transposed convolution with stride s spreads each input over
+    k/s outputs per position, so its fan-in is in_channels * k / s."""
+    if isinstance(module, nn.ConvTranspose1d):
+        return module.in_channels * module.kernel_size[0] / module.stride[0]
+    return float(math.prod(weight.shape[1:])) if weight.dim() > 1 else float(weight.shape[0])
+
+
+def randomize(
+    model: nn.Module,
+    generator: torch.Generator,
+    gains: Iterable[tuple[str, float]] = (),
+    constants: Mapping[str, float] | None = None,
+) -> None:
+    """Overwrite every floating tensor of ``model`` with a deterministic random draw.
+
+    Matrices get N(0, gain / sqrt(fan_in)) (gain from the first regex of ``gains`` that matches the
+    name, else 1), embeddings and codebooks N(0, 1), biases N(0, 0.02); norm scales 1 and norm shifts 0; BatchNorm
+    statistics are near (0, 1). ``constants`` sets a name (regex) to a fixed value. Tensors are
+    visited in state-dict order, so the draw depends only on the model's structure and the seed.
+    """
+    gain_rules = [(re.compile(pattern), gain) for pattern, gain in gains]
+    constant_rules = [(re.compile(pattern), value) for pattern, value in (constants or {}).items()]
+    modules = dict(model.named_modules())
+    with torch.no_grad():
+        for name, tensor in model.state_dict(keep_vars=True).items():
+            if not tensor.is_floating_point():
+                continue  # counters such as num_batches_tracked
+            module_name, _, leaf = name.rpartition(".")
+            module = modules.get(module_name)
+            value = next((v for rx, v in constant_rules if rx.search(name)), None)
+            is_norm = isinstance(module, (nn.LayerNorm, nn.BatchNorm1d, nn.BatchNorm2d)) or leaf in (
+                "gamma",
+                "beta",
+            )
+            if value is not None:
+                tensor.fill_(value)
+            elif leaf == "running_mean":
+                tensor.copy_(0.05 * torch.randn(tensor.shape, generator=generator))
+            elif leaf == "running_var":
+                tensor.copy_(0.8 + 0.4 * torch.rand(tensor.shape, generator=generator))
+            elif is_norm:
+                tensor.fill_(1.0 if leaf in ("weight", "gamma") else 0.0)
+            elif leaf == "bias" or tensor.dim() <= 1:
+                tensor.copy_(0.02 * torch.randn(tensor.shape, generator=generator))
+            elif leaf.startswith("emb_rel"):
+                # Relative-position embeddings are added to attention logits of head_dim-wide vectors.
+                tensor.copy_(torch.randn(tensor.shape, generator=generator) / math.sqrt(tensor.shape[-1]))
+            else:
+                gain = next((g for rx, g in gain_rules if rx.search(name)), 1.0)
+                # Embedding rows and codebook vectors are looked up, not summed: unit scale, as the
+                # HuBERT-like features they stand for.
+                unit = isinstance(module, nn.Embedding) or leaf == "embed"
+                std = 1.0 if unit else gain / math.sqrt(_fan_in(module, tensor))
+                tensor.copy_(std * torch.randn(tensor.shape, generator=generator))
+
+
+# --------------------------------------------------------------------------- GPT (s1 .ckpt)
+
+
+def gpt_config(version: str) -> dict[str, Any]:
+    """A small s1 config shaped like upstream's (``model`` sizes, ``data.max_sec``, training keys)."""
+    symbols = "v1" if version == "v1" else "v2"
+    return {
+        "train": {
+            "seed": 1234,
+            "epochs": 15,
+            "batch_size": 4,
+            "save_every_n_epoch": 5,
+            "precision": "32",
+            "gradient_clip": 1.0,
+            "if_save_every_weights": True,
+            "if_save_latest": True,
+            "if_dpo": False,
+            "half_weights_save_dir": GPT_DIR_BY_VERSION[version],
+            "exp_name": f"demo_{version}",
+        },
+        "optimizer": {
+            "lr": 0.01,
+            "lr_init": 1e-05,
+            "lr_end": 0.0001,
+            "warmup_steps": 2000,
+            "decay_steps": 40000,
+        },
+        "data": {"max_eval_sample": 8, "max_sec": DEMO_MAX_SEC, "num_workers": 4, "pad_val": 1024},
+        "model": {
+            "vocab_size": 1025,
+            "phoneme_vocab_size": GPT_PHONE_VOCAB[symbols],
+            "embedding_dim": 128,
+            "hidden_dim": 128,
+            "head": 4,
+            "linear_units": 512,
+            "n_layer": 2,
+            "dropout": 0,
+            "EOS": 1024,
+            "random_bert": 0,
+        },
+        "inference": {"top_k": 15},
+    }
+
+
+def build_gpt_checkpoint(version: str, seed: int) -> dict[str, Any]:
+    """The object upstream's s1 trainer saves: upstream-named float16 weights, config, info."""
+    config = gpt_config(version)
+    model = T2SModel(T2SConfig.from_checkpoint_config(config))
+    randomize(model, torch.Generator().manual_seed(seed), constants={r"positions\.alpha$": 1.0})
+    weight = {model.upstream_key(name): t.half() for name, t in model.state_dict().items()}
+    return {"weight": weight, "config": config, "info": "GPT-e15"}
+
+
+# --------------------------------------------------------------------------- SoVITS (.pth)
+
+
+def sovits_config(version: str) -> dict[str, Any]:
+    """A small SoVITS config shaped like upstream's training hparams (written as a plain dict:
+    upstream's own loader turns the config into attributes either way, and our loader refuses
+    pickled classes we do not know)."""
+    plus = version == "v2ProPlus"
+    model = {
+        "inter_channels": 192,
+        "hidden_channels": 192,
+        "filter_channels": 256,
+        "n_heads": 2,
+        "n_layers": 2,
+        "kernel_size": 3,
+        "p_dropout": 0.1,
+        "resblock": "1",
+        "resblock_kernel_sizes": [3, 7, 11],
+        "resblock_dilation_sizes": [[1, 3, 5], [1, 3, 5], [1, 3, 5]],
+        "upsample_rates": [10, 8, 2, 2, 2],  # product 640 = hop_length
+        # v2ProPlus widens the decoder's first upsampling, as upstream's s2v2ProPlus config does.
+        "upsample_initial_channel": 192 if plus else 128,
+        "upsample_kernel_sizes": [20 if plus else 16, 16, 8, 2, 2],
+        "n_layers_q": 3,
+        "use_spectral_norm": False,
+        # v2Pro/v2ProPlus condition on a 1024-d timbre vector (style + speaker embedding).
+        "gin_channels": 1024 if "Pro" in version else 512,
+        "semantic_frame_rate": "25hz",
+        "freeze_quantizer": True,
+        "version": version,
+    }
+    data = {
+        "max_wav_value": 32768.0,
+        "sampling_rate": 32000,
+        "filter_length": 2048,
+        "hop_length": 640,
+        "win_length": 2048,
+        "n_mel_channels": 128,
+        "mel_fmin": 0.0,
+        "mel_fmax": None,
+        "add_blank": True,
+        "n_speakers": 300,
+        "cleaned_text": True,
+        "exp_dir": f"logs/demo_{version}",
+    }
+    return {
+        "train": {"seed": 1234, "epochs": 8, "batch_size": 4, "fp16_run": False, "segment_size": 20480},
+        "data": data,
+        "model": model,
+        "s2_ckpt_dir": f"logs/demo_{version}",
+        "content_module": "cnhubert",
+        "save_weight_dir": SOVITS_DIR_BY_VERSION[version],
+        "name": f"demo_{version}",
+        "version": version,
+    }
+
+
+# Gains that keep a random decoder's output audible but bounded (leaky-ReLU stacks need about
+# sqrt(2); the second conv of each HiFi-GAN residual and the flow outputs are damped so the residual
+# sums do not blow up; spectrogram magnitudes entering the style encoder are large, so its first layer
+# is small).
+SOVITS_GAINS: tuple[tuple[str, float], ...] = (
+    (r"^ref_enc\.spectral_in\.", 0.05),
+    (r"^flow\.couplings\.\d+\.post\.weight$", 0.3),
+    (r"^dec\.resblocks\.\d+\.convs1\.", 1.4),
+    (r"^dec\.resblocks\.\d+\.convs2\.", 0.4),
+    (r"^dec\.conv_post\.", 0.25),
+    (r"^dec\.ups\.", 1.2),
+)
+# Upstream wraps these layers in weight_norm, so its files store each weight as weight_g + weight_v.
+_WEIGHT_NORMED = re.compile(
+    r"^(dec\.ups\.\d+|dec\.resblocks\.\d+\.convs[12]\.\d+"
+    r"|flow\.flows\.\d+\.enc\.(in_layers\.\d+|res_skip_layers\.\d+|cond_layer))\.weight$"
+)
+# Our flattened module names -> upstream's (the inverse of sovits.convert_upstream_state's renames).
+_TO_UPSTREAM: tuple[tuple[re.Pattern[str], Callable[[re.Match[str]], str] | str], ...] = tuple(
+    (re.compile(pattern), replacement)
+    for pattern, replacement in (
+        # Upstream's flow alternates coupling and (weightless) flip layers: coupling i is flows.2i.
+        (r"^flow\.couplings\.(\d+)\.", lambda m: f"flow.flows.{2 * int(m.group(1))}."),
+        (r"^ref_enc\.spectral_in\.", "ref_enc.spectral.0.fc."),
+        (r"^ref_enc\.spectral_out\.", "ref_enc.spectral.3.fc."),
+        (r"^ref_enc\.temporal\.(\d+)\.conv\.", r"ref_enc.temporal.\1.conv1.conv."),
+        (r"^ref_enc\.attn_out\.", "ref_enc.slf_attn.fc."),
+        (r"^ref_enc\.(w_qs|w_ks|w_vs)\.", r"ref_enc.slf_attn.\1."),
+        (r"^ref_enc\.out\.", "ref_enc.fc.fc."),
+    )
+)
+
+
+def _upstream_name(name: str) -> str:
+    for pattern, replacement in _TO_UPSTREAM:
+        renamed, n = pattern.subn(replacement, name, count=1)
+        if n:
+            return renamed
+    return name
+
+
+def to_upstream_sovits_state(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Our SoVITS state dict -> the keys and tensors an upstream ``SynthesizerTrn`` saves.
+
+    Weight-normed layers are split into direction ``weight_v`` (the weight itself) and magnitude
+    ``weight_g`` (its per-output-slice norm), so folding them back gives the weight again. The
+    stacked codebooks become upstream's per-layer ``_codebook`` buffers, including the EMA
+    statistics upstream's training keeps (set so that ``embed_avg / cluster_size == embed``).
+    """
+    upstream: dict[str, torch.Tensor] = {}
+    for name, tensor in state.items():
+        if name == "quantizer.embed":
+            for level, embed in enumerate(tensor):
+                prefix = f"quantizer.vq.layers.{level}._codebook."
+                upstream[prefix + "inited"] = torch.ones(1)
+                upstream[prefix + "cluster_size"] = torch.ones(embed.shape[0])
+                upstream[prefix + "embed"] = embed.clone()
+                upstream[prefix + "embed_avg"] = embed.clone()
+            continue
+        key = _upstream_name(name)
+        if _WEIGHT_NORMED.match(key):
+            norm = tensor.flatten(1).norm(dim=1).view(-1, *([1] * (tensor.dim() - 1)))
+            upstream[key[: -len("weight")] + "weight_g"] = norm
+            upstream[key[: -len("weight")] + "weight_v"] = tensor.clone()
+        else:
+            upstream[key] = tensor.clone()
+    return upstream
+
+
+def build_sovits_checkpoint(version: str, seed: int) -> tuple[dict[str, Any], bytes]:
+    """The object upstream's ``savee`` writes (float16 weights without ``enc_q``, config, info) and
+    the file header it uses for ``version``."""
+    config = sovits_config(version)
+    symbols = SOVITS_SYMBOLS["v1" if version == "v1" else "v2"]
+    header = SOVITS_HEADERS.get(version, b"PK")
+    # The config reader takes the symbol count from the embedding, so hand it a stand-in of that size.
+    stand_in = {"enc_p.text_embedding.weight": torch.empty(symbols, 0)}
+    model = SoVITSSynthesizer(SoVITSConfig.from_checkpoint(config, stand_in, header))
+    generator = torch.Generator().manual_seed(seed)
+    randomize(model, generator, SOVITS_GAINS, constants={r"^prelu\.weight$": 0.25})
+    weight = {key: t.half() for key, t in to_upstream_sovits_state(model.state_dict()).items()}
+    return {"weight": weight, "config": config, "info": "8epoch_200iteration"}, header
+
+
+# --------------------------------------------------------------------------- speaker verification
+
+
+def build_speaker_state(seed: int) -> dict[str, torch.Tensor]:
+    """ERes2NetV2 state dict (float32, like the official file) including the unused embedding head."""
+    model = SpeakerEncoder()
+    generator = torch.Generator().manual_seed(seed)
+    # The stem sees log-mel values of magnitude ~10; every block's last BatchNorm starts small so
+    # sixteen residual additions stay bounded (the usual zero-ish init of residual branches).
+    randomize(
+        model,
+        generator,
+        gains=((r"^conv1\.weight$", 0.3), (r"fuse.*att", 1.0), (r"\.weight$", 1.4)),
+    )
+    with torch.no_grad():
+        for name, tensor in model.state_dict(keep_vars=True).items():
+            if name.endswith(".bn3.weight"):
+                tensor.copy_(0.1 + 0.1 * torch.rand(tensor.shape, generator=generator))
+    state = {k: v.clone() for k, v in model.state_dict().items()}
+    head = nn.Linear(SV_HEAD_IN, SV_HEAD_OUT)
+    randomize(head, generator)
+    state.update({f"seg_1.{k}": v.detach().clone() for k, v in head.state_dict().items()})
+    return state
+
+
+# --------------------------------------------------------------------------- Hugging Face folders
+
+
+def write_hubert(folder: Path, seed: int) -> None:
+    """A 2-layer HuBERT (768-d output, which SoVITS expects) + the feature-extractor config upstream reads."""
+    from transformers import HubertConfig, HubertModel, Wav2Vec2FeatureExtractor
+
+    config = HubertConfig(
+        hidden_size=768,
+        num_hidden_layers=2,
+        num_attention_heads=12,
+        intermediate_size=768,
+        conv_dim=(64,) * 7,  # the convolutional front end keeps upstream's strides (320 samples/frame)
+        num_conv_pos_embeddings=16,
+        num_conv_pos_embedding_groups=16,
+        feat_extract_norm="group",
+        conv_bias=False,
+    )
+    with torch.random.fork_rng(devices=[]):  # HF draws from the global RNG; leave the caller's alone
+        torch.manual_seed(seed)
+        model = HubertModel(config).eval()
+    model.half().save_pretrained(folder, safe_serialization=True)  # float16 on disk, like the official files
+    Wav2Vec2FeatureExtractor(
+        feature_size=1, sampling_rate=16000, padding_value=0.0, do_normalize=True, return_attention_mask=False
+    ).save_pretrained(folder)
+
+
+# Characters that get a vocabulary entry besides the CJK block: what Chinese text normalisation leaves.
+_CJK_PUNCTUATION = "，。！？、；：“”‘’（）《》【】…—·～"
+CJK_UNIFIED = (0x4E00, 0x9FFF)  # the CJK Unified Ideographs block, inclusive
+
+
+def bert_vocab() -> list[str]:
+    """A WordPiece vocabulary: specials, printable ASCII (also as ``##`` continuations), CJK
+    punctuation and every CJK Unified Ideograph, one token per character."""
+    specials = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+    ascii_chars = [chr(c) for c in range(0x21, 0x7F) if not chr(c).isupper()]  # lower-cased input
+    ascii_continuations = ["##" + c for c in ascii_chars if c.isalnum()]
+    cjk = [chr(c) for c in range(CJK_UNIFIED[0], CJK_UNIFIED[1] + 1)]
+    return specials + ascii_chars + ascii_continuations + list(_CJK_PUNCTUATION) + cjk
+
+
+def write_bert(folder: Path, seed: int) -> None:
+    """A 3-layer BertForMaskedLM with upstream's 1024-d hidden size and an offline-built tokenizer."""
+    from transformers import BertConfig, BertForMaskedLM, BertTokenizerFast
+
+    folder.mkdir(parents=True, exist_ok=True)
+    vocab = bert_vocab()
+    vocab_file = folder / "vocab.txt"
+    vocab_file.write_text("\n".join(vocab) + "\n", encoding="utf-8")
+    tokenizer = BertTokenizerFast(
+        vocab_file=str(vocab_file), do_lower_case=True, tokenize_chinese_chars=True, strip_accents=None
+    )
+    tokenizer.save_pretrained(folder)
+    config = BertConfig(
+        vocab_size=len(vocab),
+        hidden_size=1024,  # the GPT's bert_proj reads 1024-d features
+        num_hidden_layers=3,  # features come from hidden_states[-3], so at least 2 layers
+        num_attention_heads=16,
+        intermediate_size=1024,
+        max_position_embeddings=512,
+        pad_token_id=0,
+    )
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = BertForMaskedLM(config).eval()
+    model.half().save_pretrained(folder, safe_serialization=True)  # float16 on disk, like the official files
+
+
+# --------------------------------------------------------------------------- writing
+
+
+def _torch_bytes(obj: Any) -> bytes:
+    # Saving to a buffer names the archive's inner folder "archive" whatever the file is called,
+    # so identical content gives identical bytes (and a header can replace the first two).
+    buffer = io.BytesIO()
+    torch.save(obj, buffer)
+    return buffer.getvalue()
+
+
+def _write_file_atomically(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.chmod(tmp, 0o644)  # mkstemp makes it owner-only; a server running as another user must read it
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _write_folder_atomically(path: Path, fill: Callable[[Path], None]) -> None:
+    """Build the folder next to its target, then swap it in (the old one is removed only after)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}."))
+    old = path.parent / f".{path.name}.old"
+    try:
+        fill(staging)
+        staging.chmod(0o755)  # mkdtemp makes it owner-only
+        if path.exists():
+            shutil.rmtree(old, ignore_errors=True)
+            path.rename(old)
+        staging.rename(path)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+        shutil.rmtree(old, ignore_errors=True)
+
+
+@dataclass(frozen=True)
+class DemoFile:
+    """One file or folder the generator produces."""
+
+    path: str  # relative to the weights root
+    what: str
+    write: Callable[[Path, int], None]  # (absolute path, derived seed)
+    is_folder: bool = False
+
+
+def _gpt_file(version: str) -> DemoFile:
+    def write(path: Path, seed: int) -> None:
+        _write_file_atomically(path, _torch_bytes(build_gpt_checkpoint(version, seed)))
+
+    return DemoFile(demo_voice(version).gpt, f"GPT {version}", write)
+
+
+def _sovits_file(version: str) -> DemoFile:
+    def write(path: Path, seed: int) -> None:
+        checkpoint, header = build_sovits_checkpoint(version, seed)
+        _write_file_atomically(path, header + _torch_bytes(checkpoint)[2:])
+
+    return DemoFile(demo_voice(version).sovits, f"SoVITS {version}", write)
+
+
+def _speaker_file() -> DemoFile:
+    def write(path: Path, seed: int) -> None:
+        _write_file_atomically(path, _torch_bytes(build_speaker_state(seed)))
+
+    return DemoFile(SV_CHECKPOINT, "speaker verification (v2Pro, v2ProPlus)", write)
+
+
+def _folder(relative: str, what: str, fill: Callable[[Path, int], None]) -> DemoFile:
+    def write(path: Path, seed: int) -> None:
+        _write_folder_atomically(path, lambda staging: fill(staging, seed))
+
+    return DemoFile(relative, what, write, is_folder=True)
+
+
+def demo_files(versions: Iterable[str] = DEMO_VERSIONS) -> list[DemoFile]:
+    """Everything needed to run the demo voices of ``versions``, shared models first."""
+    versions = list(dict.fromkeys(versions))
+    for version in versions:
+        demo_voice(version)  # raises for unknown versions (v3/v4 come later)
+    files = [
+        _folder(HUBERT_DIR, "HuBERT", write_hubert),
+        _folder(BERT_DIR, "Chinese BERT", write_bert),
+    ]
+    if any("Pro" in v for v in versions):
+        files.append(_speaker_file())
+    for version in versions:
+        files += [_sovits_file(version), _gpt_file(version)]
+    return files
+
+
+README_TEXT = """\
+These are DEMO weights written by gsv-demo-weights: small random models in GPT-SoVITS's folder
+layout. They produce noise, not speech. They only let you try the service end to end.
+
+Real weights go in the same layout (an upstream GPT-SoVITS install works as is):
+  GPT_SoVITS/pretrained_models/   chinese-hubert-base/, chinese-roberta-wwm-ext-large/,
+                                  sv/pretrained_eres2netv2w24s4ep4.ckpt, the pretrained GPT/SoVITS files
+  SoVITS_weights*/                your SoVITS fine-tunes (*.pth), one folder per version
+  GPT_weights*/                   your GPT fine-tunes (*.ckpt), one folder per version
+Replace the demo files (or delete them) once you have real ones; see weights/README.md.
+
+Written by this run:
+"""
+
+
+@dataclass(frozen=True)
+class WriteResult:
+    path: str  # relative to the root
+    what: str
+    written: bool  # False: it existed and was kept
+
+
+def write_demo_weights(
+    root: str | os.PathLike,
+    *,
+    seed: int = 0,
+    versions: Iterable[str] = DEMO_VERSIONS,
+    force: bool = False,
+    on_progress: Callable[[WriteResult], None] | None = None,
+) -> list[WriteResult]:
+    """Write the demo weights of ``versions`` under ``root``; existing files are kept unless ``force``.
+
+    Returns what happened to each file, in order; ``on_progress`` is told as each one is done.
+    """
+    root = Path(root)
+    root.mkdir(parents=True, exist_ok=True)
+    results = []
+    for item in demo_files(versions):
+        target = root / item.path
+        exists = target.is_dir() if item.is_folder else target.is_file()
+        if force or not exists:
+            item.write(target, derived_seed(seed, item.path))
+        result = WriteResult(item.path, item.what, written=force or not exists)
+        results.append(result)
+        if on_progress is not None:
+            on_progress(result)
+    listing = "".join(f"  {r.path}  ({r.what})\n" for r in results)
+    _write_file_atomically(root / README_NAME, (README_TEXT + listing).encode("utf-8"))
+    return results
