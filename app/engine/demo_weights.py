@@ -15,7 +15,8 @@ pipeline. Everything is drawn from ``torch.Generator``s seeded from one ``seed``
 gives byte-identical files. Files are written atomically, and an existing file is kept unless
 ``force`` is set, so running again over a folder (even a real install) never breaks it.
 
-v3/v4 voices (CFM + vocoder) are not built yet: add a ``VoiceSpec`` builder to ``_VOICE_BUILDERS``.
+v3/v4 voices (CFM + vocoder) come later; they slot in as a version in ``DEMO_VERSIONS``, a SoVITS
+builder for ``_sovits_file`` and their vocoder in ``_shared_files``.
 """
 
 from __future__ import annotations
@@ -114,13 +115,14 @@ def randomize(
     """Overwrite every floating tensor of ``model`` with a deterministic random draw.
 
     Matrices get N(0, gain / sqrt(fan_in)) (gain from the first regex of ``gains`` that matches the
-    name, else 1), embeddings and codebooks N(0, 1), biases N(0, 0.02); norm scales 1 and norm shifts 0; BatchNorm
-    statistics are near (0, 1). ``constants`` sets a name (regex) to a fixed value. Tensors are
+    name, else 1), embeddings and codebooks N(0, 1), biases N(0, 0.02); norm scales 1 and norm
+    shifts 0; BatchNorm statistics near (0, 1). ``constants`` sets a name (regex) to a fixed value. Tensors are
     visited in state-dict order, so the draw depends only on the model's structure and the seed.
     """
     gain_rules = [(re.compile(pattern), gain) for pattern, gain in gains]
     constant_rules = [(re.compile(pattern), value) for pattern, value in (constants or {}).items()]
     modules = dict(model.named_modules())
+    norms = (nn.LayerNorm, nn.BatchNorm1d, nn.BatchNorm2d)
     with torch.no_grad():
         for name, tensor in model.state_dict(keep_vars=True).items():
             if not tensor.is_floating_point():
@@ -128,30 +130,27 @@ def randomize(
             module_name, _, leaf = name.rpartition(".")
             module = modules.get(module_name)
             value = next((v for rx, v in constant_rules if rx.search(name)), None)
-            is_norm = isinstance(module, (nn.LayerNorm, nn.BatchNorm1d, nn.BatchNorm2d)) or leaf in (
-                "gamma",
-                "beta",
-            )
+            # Drawing in place (normal_/uniform_) avoids a temporary per tensor.
             if value is not None:
                 tensor.fill_(value)
             elif leaf == "running_mean":
-                tensor.copy_(0.05 * torch.randn(tensor.shape, generator=generator))
+                tensor.normal_(0.0, 0.05, generator=generator)
             elif leaf == "running_var":
-                tensor.copy_(0.8 + 0.4 * torch.rand(tensor.shape, generator=generator))
-            elif is_norm:
+                tensor.uniform_(0.8, 1.2, generator=generator)
+            elif isinstance(module, norms) or leaf in ("gamma", "beta"):
                 tensor.fill_(1.0 if leaf in ("weight", "gamma") else 0.0)
             elif leaf == "bias" or tensor.dim() <= 1:
-                tensor.copy_(0.02 * torch.randn(tensor.shape, generator=generator))
+                tensor.normal_(0.0, 0.02, generator=generator)
             elif leaf.startswith("emb_rel"):
                 # Relative-position embeddings are added to attention logits of head_dim-wide vectors.
-                tensor.copy_(torch.randn(tensor.shape, generator=generator) / math.sqrt(tensor.shape[-1]))
+                tensor.normal_(0.0, 1.0 / math.sqrt(tensor.shape[-1]), generator=generator)
+            elif isinstance(module, nn.Embedding) or leaf == "embed":
+                # Embedding rows and codebook vectors are looked up, not summed: unit scale, like the
+                # HuBERT features the codebooks quantise.
+                tensor.normal_(0.0, 1.0, generator=generator)
             else:
                 gain = next((g for rx, g in gain_rules if rx.search(name)), 1.0)
-                # Embedding rows and codebook vectors are looked up, not summed: unit scale, as the
-                # HuBERT-like features they stand for.
-                unit = isinstance(module, nn.Embedding) or leaf == "embed"
-                std = 1.0 if unit else gain / math.sqrt(_fan_in(module, tensor))
-                tensor.copy_(std * torch.randn(tensor.shape, generator=generator))
+                tensor.normal_(0.0, gain / math.sqrt(_fan_in(module, tensor)), generator=generator)
 
 
 # --------------------------------------------------------------------------- GPT (s1 .ckpt)
@@ -312,6 +311,7 @@ def to_upstream_sovits_state(state: Mapping[str, torch.Tensor]) -> dict[str, tor
     ``weight_g`` (its per-output-slice norm), so folding them back gives the weight again. The
     stacked codebooks become upstream's per-layer ``_codebook`` buffers, including the EMA
     statistics upstream's training keeps (set so that ``embed_avg / cluster_size == embed``).
+    Tensors are not copied: the result shares memory with ``state``.
     """
     upstream: dict[str, torch.Tensor] = {}
     for name, tensor in state.items():
@@ -320,16 +320,16 @@ def to_upstream_sovits_state(state: Mapping[str, torch.Tensor]) -> dict[str, tor
                 prefix = f"quantizer.vq.layers.{level}._codebook."
                 upstream[prefix + "inited"] = torch.ones(1)
                 upstream[prefix + "cluster_size"] = torch.ones(embed.shape[0])
-                upstream[prefix + "embed"] = embed.clone()
-                upstream[prefix + "embed_avg"] = embed.clone()
+                upstream[prefix + "embed"] = embed
+                upstream[prefix + "embed_avg"] = embed
             continue
         key = _upstream_name(name)
         if _WEIGHT_NORMED.match(key):
             norm = tensor.flatten(1).norm(dim=1).view(-1, *([1] * (tensor.dim() - 1)))
             upstream[key[: -len("weight")] + "weight_g"] = norm
-            upstream[key[: -len("weight")] + "weight_v"] = tensor.clone()
+            upstream[key[: -len("weight")] + "weight_v"] = tensor
         else:
-            upstream[key] = tensor.clone()
+            upstream[key] = tensor
     return upstream
 
 
@@ -365,11 +365,11 @@ def build_speaker_state(seed: int) -> dict[str, torch.Tensor]:
     with torch.no_grad():
         for name, tensor in model.state_dict(keep_vars=True).items():
             if name.endswith(".bn3.weight"):
-                tensor.copy_(0.1 + 0.1 * torch.rand(tensor.shape, generator=generator))
-    state = {k: v.clone() for k, v in model.state_dict().items()}
+                tensor.uniform_(0.1, 0.2, generator=generator)
+    state = dict(model.state_dict())
     head = nn.Linear(SV_HEAD_IN, SV_HEAD_OUT)
     randomize(head, generator)
-    state.update({f"seg_1.{k}": v.detach().clone() for k, v in head.state_dict().items()})
+    state.update({f"seg_1.{k}": v for k, v in head.state_dict().items()})
     return state
 
 
@@ -522,20 +522,28 @@ def _folder(relative: str, what: str, fill: Callable[[Path, int], None]) -> Demo
     return DemoFile(relative, what, write, is_folder=True)
 
 
-def demo_files(versions: Iterable[str] = DEMO_VERSIONS) -> list[DemoFile]:
-    """Everything needed to run the demo voices of ``versions``, shared models first."""
-    versions = list(dict.fromkeys(versions))
-    for version in versions:
-        demo_voice(version)  # raises for unknown versions (v3/v4 come later)
+def _shared_files(version: str) -> list[DemoFile]:
+    """The shared models a voice of ``version`` needs. (v3/v4 will add their vocoder here.)"""
     files = [
         _folder(HUBERT_DIR, "HuBERT", write_hubert),
         _folder(BERT_DIR, "Chinese BERT", write_bert),
     ]
-    if any("Pro" in v for v in versions):
+    if version in ("v2Pro", "v2ProPlus"):
         files.append(_speaker_file())
-    for version in versions:
-        files += [_sovits_file(version), _gpt_file(version)]
     return files
+
+
+def demo_files(versions: Iterable[str] = DEMO_VERSIONS) -> list[DemoFile]:
+    """Everything needed to run the demo voices of ``versions``: shared models first, each once."""
+    versions = list(dict.fromkeys(versions))
+    for version in versions:
+        demo_voice(version)  # raises for versions without a demo voice
+    shared: dict[str, DemoFile] = {}
+    for version in versions:
+        for item in _shared_files(version):
+            shared.setdefault(item.path, item)
+    voices = [item for version in versions for item in (_sovits_file(version), _gpt_file(version))]
+    return [*shared.values(), *voices]
 
 
 README_TEXT = """\
