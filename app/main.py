@@ -11,7 +11,7 @@ from app.engine.engine import Engine
 from app.errors import install_error_handlers
 from app.logging_setup import configure_logging
 from app.middleware import RequestContextMiddleware
-from app.routers import health, text, weights
+from app.routers import health, synthesis, text, weights
 from app.schemas.errors import error_responses
 from app.settings import Settings
 
@@ -47,6 +47,6 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
     app.state.settings = settings
     install_error_handlers(app)
     app.add_middleware(RequestContextMiddleware, max_body_bytes=settings.max_body_bytes)
-    for module in (health, text, weights):
+    for module in (health, text, weights, synthesis):
         app.include_router(module.router)
     return app

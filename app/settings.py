@@ -18,6 +18,10 @@ class Settings(BaseSettings):
         Path("weights"),
         description="Folder laid out like an upstream GPT-SoVITS install (see weights/README.md).",
     )
+    ref_audio_root: Path | None = Field(
+        None,
+        description="Folder whose files /inference accepts by name instead of an upload (unset: uploads only).",
+    )
     device: Literal["auto", "cpu", "cuda"] = Field("auto", description="auto picks CUDA when available.")
     half: bool = Field(False, description="Run models in half precision on CUDA (ignored on CPU).")
     log_level: Literal["debug", "info", "warning", "error"] = "info"

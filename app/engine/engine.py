@@ -11,15 +11,23 @@ from pathlib import Path
 
 import torch
 
-from app.engine.checkpoints import CheckpointError
+from app.engine import audio_features
+from app.engine.audio import encode_wav
+from app.engine.audio_features import ReferenceAudioError
+from app.engine.checkpoints import CheckpointError, load_checkpoint, read_header, weights_of
+from app.engine.jobs import SynthesisCancelled, SynthesisJob
 from app.engine.model_cache import ModelCache
 from app.engine.models.sovits import SoVITSSynthesizer
 from app.engine.models.t2s import T2SModel
+from app.engine.pipeline import synthesize
 from app.engine.registry import ModelVersion, WeightRegistry, gpt_symbol_version, sovits_version_from_file
+from app.engine.scheduler import QueueFull, Scheduler, Ticket
 from app.engine.text import zh
 from app.engine.text.cut import to_cut
 from app.engine.text.preprocess import Segment, TextRejected, preprocess
+from app.engine.voice import SharedModels, Voice, VoiceLoadError, load_shared_models, load_speaker_encoder
 from app.errors import InvalidInput, ServiceError
+from app.logging_setup import request_id_var
 from app.schemas.enums import LANGUAGE_LABELS, V1_LANGUAGES
 from app.settings import Settings, resolve_device
 
@@ -50,6 +58,35 @@ class SovitsChoice:
 
 
 @dataclass(frozen=True)
+class LoadedSovits:
+    model: SoVITSSynthesizer
+    spectrogram: audio_features.SpectrogramConfig  # the checkpoint's data settings
+
+
+@dataclass(frozen=True)
+class SynthesisOutput:
+    wav_bytes: bytes
+    sample_rate: int
+    seed: int
+    seconds: float
+
+
+class Cancelled(ServiceError):
+    status_code = 409
+    code = "synthesis_cancelled"
+
+
+class Busy(ServiceError):
+    status_code = 429
+    code = "queue_full"
+
+
+class MissingWeights(ServiceError):
+    status_code = 503
+    code = "missing_weights"
+
+
+@dataclass(frozen=True)
 class LanguageUpdate:
     """Upstream's UI reaction to a SoVITS switch for one language dropdown."""
 
@@ -77,12 +114,18 @@ class Engine:
         self.dtype = torch.float16 if settings.half and self.device.startswith("cuda") else torch.float32
         self.registry = WeightRegistry(settings.weights_root)
         self._gpt_models: ModelCache[T2SModel] = ModelCache(settings.max_loaded_models, self._load_gpt, "GPT")
-        self._sovits_models: ModelCache[SoVITSSynthesizer] = ModelCache(
+        self._sovits_models: ModelCache[LoadedSovits] = ModelCache(
             settings.max_loaded_models, self._load_sovits, "SoVITS"
         )
+        # A voice pairs a cached GPT and SoVITS model with the shared models; it keeps the features
+        # of recent reference clips, so it is cached too (building one loads nothing).
+        self._voices: ModelCache[Voice] = ModelCache(settings.max_loaded_models, self._build_voice, "voice")
+        self._shared: SharedModels | None = None
+        self._shared_lock = threading.Lock()
         self._choice_lock = threading.Lock()
         self.current_gpt: GptChoice | None = None
         self.current_sovits: SovitsChoice | None = None
+        self.scheduler: Scheduler | None = None
 
     def start(self) -> None:
         root = Path(self.settings.weights_root)
@@ -91,8 +134,11 @@ class Engine:
             log.warning("weights root %s does not exist; no model can be loaded until it does", root.resolve())
         # Chinese polyphones: g2pW when its model is in the weights root, else upstream's pypinyin path.
         zh.configure_from_weights_root(root)
+        self.scheduler = Scheduler(self._run_batch, max_queue=self.settings.max_queue)
 
     def stop(self) -> None:
+        if self.scheduler is not None:
+            self.scheduler.close()
         log.info("engine stopped")
 
     def status(self) -> EngineStatus:
@@ -129,21 +175,59 @@ class Engine:
         except (ValueError, KeyError) as exc:
             raise InvalidInput(f"{Path(name).name}: not a usable GPT checkpoint ({exc})", code="invalid_weights") from None
 
-    def _load_sovits(self, name: str) -> SoVITSSynthesizer:
+    def _load_sovits(self, name: str) -> LoadedSovits:
         path = self.registry.resolve_sovits(name)
         try:
-            model = SoVITSSynthesizer.from_checkpoint(path)
+            checkpoint = load_checkpoint(path)
+            hparams = checkpoint.get("config") or {}
+            model = SoVITSSynthesizer.from_state_dict(weights_of(checkpoint, path), hparams, read_header(path), source=path)
+            spectrogram = audio_features.SpectrogramConfig.from_sovits_config(hparams)
         except CheckpointError as exc:
             raise InvalidInput(str(exc), code="invalid_weights") from None
-        except (ValueError, KeyError) as exc:
+        except (ValueError, KeyError, TypeError) as exc:
             raise InvalidInput(f"{Path(name).name}: not a usable SoVITS checkpoint ({exc})", code="invalid_weights") from None
-        return model.to(device=self.device, dtype=self.dtype)
+        return LoadedSovits(model.to(device=self.device, dtype=self.dtype), spectrogram)
 
     def gpt_model(self, name: str) -> T2SModel:
         return self._gpt_models.get(name)
 
     def sovits_model(self, name: str) -> SoVITSSynthesizer:
-        return self._sovits_models.get(name)
+        return self._sovits_models.get(name).model
+
+    def _shared_models(self, with_speaker: bool) -> SharedModels:
+        """HuBERT and BERT (and the speaker encoder once a v2Pro voice needs it), loaded once."""
+        root = Path(self.settings.weights_root)
+        with self._shared_lock:
+            try:
+                if self._shared is None:
+                    self._shared = load_shared_models(root, self.device, self.dtype, with_speaker_encoder=with_speaker)
+                elif with_speaker and self._shared.speaker is None:
+                    self._shared = SharedModels(
+                        self._shared.hubert, self._shared.bert, load_speaker_encoder(root, self.device, self.dtype)
+                    )
+            except (OSError, CheckpointError) as exc:
+                raise MissingWeights(
+                    f"a shared model is missing or unreadable in the weights root ({exc}); "
+                    "see weights/README.md for where HuBERT, BERT and the speaker model go"
+                ) from None
+            return self._shared
+
+    def _build_voice(self, key: tuple[str, str]) -> Voice:
+        gpt, sovits = key
+        loaded = self._sovits_models.get(sovits)
+        shared = self._shared_models(with_speaker=loaded.model.config.uses_speaker_embedding)
+        try:
+            return Voice(
+                self.gpt_model(gpt),
+                loaded.model,
+                shared,
+                loaded.spectrogram,
+                device=self.device,
+                dtype=self.dtype,
+                name=f"{gpt}+{sovits}",
+            )
+        except VoiceLoadError as exc:
+            raise InvalidInput(str(exc), code="incompatible_weights") from None
 
     def inspect_sovits(self, name: str) -> ModelVersion:
         """Version of a SoVITS file without loading it fully; refuses what cannot be served."""
@@ -187,3 +271,66 @@ class Engine:
             self.current_sovits = choice
         log.info("current SoVITS weights: %s (%s)", name, version.model)
         return choice
+
+    # ---------------------------------------------------------------- synthesis
+    def _chosen(self, gpt: str | None, sovits: str | None) -> tuple[str, str]:
+        gpt = gpt or (self.current_gpt.name if self.current_gpt else None)
+        sovits = sovits or (self.current_sovits.name if self.current_sovits else None)
+        if gpt is None or sovits is None:
+            raise ServiceError(
+                "no model selected: POST /init_t2s_weights and /change_sovits_weights first, "
+                "or name gpt_weights and sovits_weights in the request",
+                code="no_model_selected",
+                status_code=409,
+            )
+        self.registry.resolve_gpt(gpt)  # 404 / 422 now, not in the worker
+        return gpt, sovits
+
+    async def synthesize(
+        self, job: SynthesisJob, gpt_weights: str | None = None, sovits_weights: str | None = None
+    ) -> SynthesisOutput:
+        """Queue one job for the worker (with these models, else the current ones) and await its audio.
+        The model names are fixed here, so a weight switch while it waits does not affect it."""
+        gpt, sovits = self._chosen(gpt_weights, sovits_weights)
+        version = self.inspect_sovits(sovits)
+        for field_name, lang in (("text_lang", job.text_lang), ("prompt_lang", job.prompt_lang)):
+            if version.symbols == "v1" and lang not in V1_LANGUAGES:
+                raise InvalidInput(
+                    f"{field_name} {lang!r} is not available for v1 models; use one of {', '.join(V1_LANGUAGES)}",
+                    code="language_not_supported",
+                )
+        assert self.scheduler is not None, "engine not started"
+        try:
+            future = self.scheduler.submit(request_id_var.get(), (job, gpt, sovits), batch_key=(gpt, sovits))
+        except QueueFull as exc:
+            raise Busy(str(exc), details={"retry_after_s": exc.retry_after_s}) from None
+        try:
+            return await future
+        except SynthesisCancelled:
+            raise Cancelled("synthesis was cancelled by /stop") from None
+        except TextRejected as exc:
+            raise InvalidInput(str(exc), code="no_speakable_text") from None
+        except ReferenceAudioError as exc:
+            raise InvalidInput(str(exc), code="invalid_reference_audio") from None
+
+    def _run_batch(self, batch: list[Ticket]) -> None:
+        """Worker thread: run each ticket of a batch (same voice) through the pipeline."""
+        for ticket in batch:
+            job, gpt, sovits = ticket.job
+            token = request_id_var.set(ticket.request_id)
+            try:
+                voice = self._voices.get((gpt, sovits))
+                result = synthesize(job, voice, should_stop=ticket.should_stop)
+                wav = encode_wav(result.audio, result.sample_rate)
+                seconds = len(result.audio) / result.sample_rate
+                log.info("synthesised %.2f s of audio at %d Hz (seed %d)", seconds, result.sample_rate, result.seed)
+                ticket.resolve(SynthesisOutput(wav, result.sample_rate, result.seed, seconds))
+            except Exception as exc:  # handed to the request, which maps it to an answer
+                if not isinstance(exc, ServiceError | SynthesisCancelled | TextRejected | ReferenceAudioError):
+                    log.exception("synthesis failed")
+                ticket.resolve(error=exc)
+            finally:
+                request_id_var.reset(token)
+
+    def cancel(self, request_id: str | None) -> int:
+        return self.scheduler.cancel(request_id) if self.scheduler is not None else 0

@@ -25,6 +25,7 @@ from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from app.engine.jobs import SynthesisCancelled
 from app.logging_setup import request_id_var
 
 log = logging.getLogger(__name__)
@@ -34,10 +35,6 @@ class QueueFull(Exception):
     def __init__(self, retry_after_s: int):
         super().__init__(f"the synthesis queue is full; retry in about {retry_after_s} s")
         self.retry_after_s = retry_after_s
-
-
-class SynthesisCancelled(Exception):
-    """The request was cancelled by /stop before it finished."""
 
 
 @dataclass(eq=False)

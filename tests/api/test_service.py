@@ -105,6 +105,8 @@ def test_every_operation_documents_an_example(client):
             return has_example(target)
         if "examples" in ref_or_schema or "example" in ref_or_schema:
             return True
+        if any(has_example(part) for key in ("allOf", "anyOf", "oneOf") for part in ref_or_schema.get(key, [])):
+            return True
         return any("examples" in p or "example" in p for p in ref_or_schema.get("properties", {}).values())
 
     for path, ops in schema["paths"].items():

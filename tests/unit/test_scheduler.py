@@ -8,7 +8,8 @@ import time
 
 import pytest
 
-from app.engine.scheduler import QueueFull, Scheduler, SynthesisCancelled
+from app.engine.jobs import SynthesisCancelled
+from app.engine.scheduler import QueueFull, Scheduler
 
 
 def make_runner(step_s: float = 0.01, steps: int = 5, gate: threading.Event | None = None, seen=None):
