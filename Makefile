@@ -30,9 +30,9 @@ $(STAMP_DEV): pyproject.toml | $(BIN)/python
 install: $(STAMP)
 install-dev: $(STAMP_DEV)
 
-## make run: set up .venv and start the service (demo weights are used when ./weights holds no model)
+## make run: set up .venv and start the service (demo weights are written when ./weights holds no model)
 run: install
-	$(BIN)/gsv-server
+	$(BIN)/gsv-server --demo-if-empty
 
 ## make test: set up .venv with dev extras and run the whole test suite
 test: install-dev

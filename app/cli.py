@@ -17,6 +17,12 @@ def parse_args(argv: list[str] | None = None) -> dict:
         "--half", action=argparse.BooleanOptionalAction, default=None, help="half precision on CUDA (GSV_HALF)"
     )
     parser.add_argument(
+        "--demo-if-empty",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="write demo weights (noise) when the weights root holds no model (GSV_DEMO_IF_EMPTY)",
+    )
+    parser.add_argument(
         "--log-level", choices=["debug", "info", "warning", "error"], help="GSV_LOG_LEVEL, default info"
     )
     args = parser.parse_args(argv)

@@ -26,9 +26,18 @@ class ServiceError(Exception):
     status_code = 400
     code = "bad_request"
 
-    def __init__(self, message: str, *, code: str | None = None, status_code: int | None = None, details: Any = None):
+    def __init__(
+        self,
+        message: str,
+        *,
+        code: str | None = None,
+        status_code: int | None = None,
+        details: Any = None,
+        headers: dict[str, str] | None = None,
+    ):
         super().__init__(message)
         self.message = message
+        self.headers = headers
         if code is not None:
             self.code = code
         if status_code is not None:
@@ -96,7 +105,7 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(ServiceError)
     async def _service_error(request: Request, exc: ServiceError):
         log.info("%s %s -> %d %s: %s", request.method, request.url.path, exc.status_code, exc.code, exc.message)
-        return error_response(exc.status_code, exc.message, exc.code, exc.details)
+        return error_response(exc.status_code, exc.message, exc.code, exc.details, headers=exc.headers)
 
     @app.exception_handler(RequestValidationError)
     async def _validation_error(request: Request, exc: RequestValidationError):

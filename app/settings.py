@@ -22,6 +22,10 @@ class Settings(BaseSettings):
         None,
         description="Folder whose files /inference accepts by name instead of an upload (unset: uploads only).",
     )
+    demo_if_empty: bool = Field(
+        False,
+        description="When the weights root holds no model, write demo weights (noise, not speech) into it.",
+    )
     device: Literal["auto", "cpu", "cuda"] = Field("auto", description="auto picks CUDA when available.")
     half: bool = Field(False, description="Run models in half precision on CUDA (ignored on CPU).")
     log_level: Literal["debug", "info", "warning", "error"] = "info"

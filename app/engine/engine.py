@@ -15,6 +15,8 @@ from app.engine import audio_features
 from app.engine.audio import encode_wav
 from app.engine.audio_features import ReferenceAudioError
 from app.engine.checkpoints import CheckpointError, load_checkpoint, read_header, weights_of
+from app.engine.demo_weights import README_NAME as DEMO_MARKER
+from app.engine.demo_weights import write_demo_weights
 from app.engine.jobs import SynthesisCancelled, SynthesisJob
 from app.engine.model_cache import ModelCache
 from app.engine.models.sovits import SoVITSSynthesizer
@@ -42,6 +44,14 @@ class EngineStatus:
     device: str
     weights_root: str
     problems: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+
+
+DEMO_WARNING = (
+    "DEMO WEIGHTS: the weights root holds random demo models that produce noise, not speech; put real "
+    "GPT-SoVITS weights in its GPT_SoVITS/pretrained_models/, SoVITS_weights*/ and GPT_weights*/ folders "
+    "(see weights/README.md)"
+)
 
 
 @dataclass(frozen=True)
@@ -130,8 +140,14 @@ class Engine:
     def start(self) -> None:
         root = Path(self.settings.weights_root)
         log.info("engine starting: device=%s dtype=%s weights_root=%s", self.device, self.dtype, root.resolve())
+        if self.settings.demo_if_empty and not any(self.weight_choices()):
+            log.warning("weights root %s holds no model: writing demo weights into it", root.resolve())
+            written = write_demo_weights(root)
+            log.warning("wrote %d demo files", sum(r.written for r in written))
         if not root.is_dir():
             log.warning("weights root %s does not exist; no model can be loaded until it does", root.resolve())
+        if self.uses_demo_weights:
+            log.warning(DEMO_WARNING)
         # Chinese polyphones: g2pW when its model is in the weights root, else upstream's pypinyin path.
         zh.configure_from_weights_root(root)
         self.scheduler = Scheduler(self._run_batch, max_queue=self.settings.max_queue)
@@ -141,10 +157,15 @@ class Engine:
             self.scheduler.close()
         log.info("engine stopped")
 
+    @property
+    def uses_demo_weights(self) -> bool:
+        return (Path(self.settings.weights_root) / DEMO_MARKER).is_file()
+
     def status(self) -> EngineStatus:
         root = Path(self.settings.weights_root)
         problems = [] if root.is_dir() else [f"weights root {root} does not exist"]
-        return EngineStatus(ready=not problems, device=self.device, weights_root=str(root), problems=problems)
+        warnings = [DEMO_WARNING] if self.uses_demo_weights else []
+        return EngineStatus(not problems, self.device, str(root), problems, warnings)
 
     # ---------------------------------------------------------------- text
     def cut(self, text: str, method: str) -> str:
@@ -274,8 +295,13 @@ class Engine:
 
     # ---------------------------------------------------------------- synthesis
     def _chosen(self, gpt: str | None, sovits: str | None) -> tuple[str, str]:
-        gpt = gpt or (self.current_gpt.name if self.current_gpt else None)
-        sovits = sovits or (self.current_sovits.name if self.current_sovits else None)
+        """The request's models, else the current ones, else upstream's start-up picks (the first
+        SoVITS name and the last GPT name of the listing)."""
+        sovits_names, gpt_names = self.weight_choices()
+        gpt = gpt or (self.current_gpt.name if self.current_gpt else (gpt_names[-1] if gpt_names else None))
+        sovits = sovits or (
+            self.current_sovits.name if self.current_sovits else (sovits_names[0] if sovits_names else None)
+        )
         if gpt is None or sovits is None:
             raise ServiceError(
                 "no model selected: POST /init_t2s_weights and /change_sovits_weights first, "
@@ -303,7 +329,7 @@ class Engine:
         try:
             future = self.scheduler.submit(request_id_var.get(), (job, gpt, sovits), batch_key=(gpt, sovits))
         except QueueFull as exc:
-            raise Busy(str(exc), details={"retry_after_s": exc.retry_after_s}) from None
+            raise Busy(str(exc), headers={"Retry-After": str(exc.retry_after_s)}) from None
         try:
             return await future
         except SynthesisCancelled:

@@ -29,5 +29,6 @@ def readyz(engine: EngineDep):
         device=status.device,
         weights_root=status.weights_root,
         problems=status.problems,
+        warnings=status.warnings,
     )
     return body if status.ready else JSONResponse(body.model_dump(), status_code=503)

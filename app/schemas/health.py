@@ -16,3 +16,4 @@ class Readiness(BaseModel):
     device: str = Field(..., examples=["cpu"])
     weights_root: str = Field(..., examples=["weights"])
     problems: list[str] = Field(default_factory=list, description="Why the engine is not ready, if it is not.")
+    warnings: list[str] = Field(default_factory=list, description="Ready, but worth knowing (e.g. demo weights).")
