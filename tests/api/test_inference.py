@@ -230,3 +230,24 @@ def test_readyz_warns_about_demo_weights(server):
         body = client.get("/readyz").json()
     assert body["status"] == "ready"
     assert any("DEMO WEIGHTS" in w for w in body["warnings"])
+
+
+def test_switching_weights_mid_request_neither_crashes_nor_mixes_models(server, names):
+    medium = "。".join(["今天天气很好我们一起去公园散步吧"] * 6) + "。"
+    request = form(text=medium, text_split_method="cut3", batch_size=1, seed=5, keep_random="false")
+    files = {"ref_audio_path": ("ref.wav", REF, "audio/wav")}
+    with server() as client:
+        client.post("/init_t2s_weights", json={"weights_path": V2_GPT})
+        client.post("/change_sovits_weights", json={"sovits_path": sovits_name(names, "v2")})
+        undisturbed = client.post("/inference", data=request, files=files)
+        thread, out = _in_background(lambda: client.post("/inference", data=request, files=files))
+        scheduler = client.app.state.engine.scheduler
+        deadline = time.monotonic() + 20
+        while scheduler.pending()[1] == 0 and time.monotonic() < deadline:
+            time.sleep(0.02)  # until it runs
+        switched = client.post("/change_sovits_weights", json={"sovits_path": sovits_name(names, "v2ProPlus")})
+        thread.join(60)
+        after = client.post("/inference", data=request, files=files)
+    assert undisturbed.status_code == switched.status_code == out["r"].status_code == after.status_code == 200
+    assert out["r"].content == undisturbed.content  # the whole request used the models it started with
+    assert after.content != undisturbed.content  # later requests use the new current model
