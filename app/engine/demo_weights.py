@@ -557,8 +557,9 @@ Real weights go in the same layout (an upstream GPT-SoVITS install works as is):
   GPT_weights*/                   your GPT fine-tunes (*.ckpt), one folder per version
 Replace the demo files (or delete them) once you have real ones; see weights/README.md.
 
-Written by this run:
+Demo files written here:
 """
+_LISTED = re.compile(r"^  (\S+)  \((.*)\)$")
 
 
 @dataclass(frozen=True)
@@ -592,6 +593,22 @@ def write_demo_weights(
         results.append(result)
         if on_progress is not None:
             on_progress(result)
-    listing = "".join(f"  {r.path}  ({r.what})\n" for r in results)
-    _write_file_atomically(root / README_NAME, (README_TEXT + listing).encode("utf-8"))
+    _update_readme(root, [r for r in results if r.written])
     return results
+
+
+def _update_readme(root: Path, written: list[WriteResult]) -> None:
+    """List every demo file written here so far in ``README_NAME``; the service takes that file as
+    the sign that it runs on demo weights. A run that wrote nothing (every file already there, e.g.
+    a real install) does not create it."""
+    path = root / README_NAME
+    listed: dict[str, str] = {}
+    if path.is_file():
+        for line in path.read_text(encoding="utf-8").splitlines():
+            if match := _LISTED.match(line):
+                listed[match.group(1)] = match.group(2)
+    if not written and not listed:
+        return
+    listed.update({r.path: r.what for r in written})
+    listing = "".join(f"  {name}  ({what})\n" for name, what in listed.items())
+    _write_file_atomically(path, (README_TEXT + listing).encode("utf-8"))

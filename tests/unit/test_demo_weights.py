@@ -286,3 +286,38 @@ def test_files_and_folders_are_readable_by_everyone(demo_root):
         assert path.stat().st_mode & 0o777 == 0o644, path
     for folder in (HUBERT_DIR, BERT_DIR):
         assert (demo_root / folder).stat().st_mode & 0o777 == 0o755
+
+
+def test_a_run_that_writes_nothing_does_not_mark_the_folder_as_demo(tmp_path):
+    # Every file already there (a real install): nothing written, no demo marker.
+    root = tmp_path / "real"
+    for item in demo_files(["v1"]):
+        target = root / item.path
+        if item.is_folder:
+            target.mkdir(parents=True)
+        else:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_bytes(b"real weights")
+    output = run_cli(str(root), "--versions", "v1")
+    assert "wrote" not in output
+    assert not (root / README_NAME).exists()
+
+
+def test_the_readme_keeps_listing_files_of_earlier_runs(tmp_path, monkeypatch):
+    import app.engine.demo_weights as demo_weights
+
+    # Stand-in writers: this test is about the bookkeeping, not the weights.
+    monkeypatch.setattr(demo_weights, "write_hubert", lambda folder, seed: folder.mkdir(exist_ok=True))
+    monkeypatch.setattr(demo_weights, "write_bert", lambda folder, seed: folder.mkdir(exist_ok=True))
+    monkeypatch.setattr(demo_weights, "build_gpt_checkpoint", lambda version, seed: {"v": version})
+    monkeypatch.setattr(
+        demo_weights, "build_sovits_checkpoint", lambda version, seed: ({"v": version}, b"PK")
+    )
+    root = tmp_path / "w"
+    demo_weights.write_demo_weights(root, versions=["v1"])
+    demo_weights.write_demo_weights(root, versions=["v2"])
+    demo_weights.write_demo_weights(root, versions=["v1"], force=True)
+    readme = (root / README_NAME).read_text(encoding="utf-8")
+    for version in ("v1", "v2"):
+        assert demo_voice(version).sovits in readme and demo_voice(version).gpt in readme
+    assert readme.count(HUBERT_DIR) == 1
