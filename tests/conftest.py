@@ -15,6 +15,23 @@ def conformance_dir() -> Path:
     return Path(os.environ.get("GSV_CONFORMANCE_DIR", ROOT.parent / "shared" / "conformance")).resolve()
 
 
+# The corpus was made with NLTK's English tagger. Without NLTK_DATA, look beside the corpus (before
+# anything imports nltk, which reads the variable once). NLTK_DATA set to a folder without the data
+# is how the "no NLTK data" configuration is tested.
+if "NLTK_DATA" not in os.environ and (conformance_dir().parent / "nltk_data").is_dir():
+    os.environ["NLTK_DATA"] = str(conformance_dir().parent / "nltk_data")
+
+
+def english_parity_skip_reason() -> str | None:
+    """Why English upstream-parity checks cannot hold here, or None. Without NLTK's tagger the service
+    degrades on purpose (homographs get their dictionary reading), so parity is not expected."""
+    from app.engine.text.en.g2p import _pos_tagger
+
+    if _pos_tagger() is None:
+        return f"NLTK tagger data not found (NLTK_DATA={os.environ.get('NLTK_DATA', '')!r}); English degrades by design"
+    return None
+
+
 @pytest.fixture(scope="session")
 def conformance() -> Path:
     path = conformance_dir()
