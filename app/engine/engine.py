@@ -286,6 +286,9 @@ class Engine:
     def select_sovits(self, name: str) -> SovitsChoice:
         fast = self.inspect_sovits(name)
         model = self.sovits_model(name)
+        # Load what every voice of this model needs now, so a missing HuBERT/BERT/speaker model is
+        # reported here, when the model is chosen, rather than by the first synthesis.
+        self._shared_models(with_speaker=model.config.uses_speaker_embedding)
         version = ModelVersion("v1" if model.config.version == "v1" else "v2", model.config.version, fast.is_lora)
         choice = SovitsChoice(name, version)
         with self._choice_lock:

@@ -15,6 +15,10 @@ FILES = {
     "SoVITS_weights_v2/voice_e8_s200.pth": "sovits_v2_tiny",
     "SoVITS_weights_v2ProPlus/pro_e8_s200.pth": "sovits_v2ProPlus_tiny",
     "SoVITS_weights_v4/lora_e2_s100.pth": "sovits_v4_lora_full",
+    # shared models every voice needs
+    "GPT_SoVITS/pretrained_models/chinese-hubert-base": "hubert_tiny",
+    "GPT_SoVITS/pretrained_models/chinese-roberta-wwm-ext-large": "bert_tiny",
+    "GPT_SoVITS/pretrained_models/sv/pretrained_eres2netv2w24s4ep4.ckpt": "sv_eres2netv2_full",
 }
 
 
@@ -23,7 +27,11 @@ def root(weights_root):
     for rel, layout in FILES.items():
         path = weights_root / rel
         path.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(generate_weights(layout, 1), path)
+        source = generate_weights(layout, 1)
+        if source.is_dir():
+            shutil.copytree(source, path)
+        else:
+            shutil.copyfile(source, path)
     return weights_root
 
 
@@ -86,3 +94,11 @@ def test_wrong_kind_of_file_is_422(client, root):
 def test_unknown_language_spelling_is_422(client, root):
     body = {"sovits_path": "SoVITS_weights_v2/voice_e8_s200.pth", "prompt_language": "Klingon"}
     assert client.post("/change_sovits_weights", json=body).status_code == 422
+
+
+def test_missing_shared_models_are_reported_when_the_model_is_chosen(client, root):
+    shutil.rmtree(root / "GPT_SoVITS/pretrained_models/chinese-roberta-wwm-ext-large")
+    r = client.post("/change_sovits_weights", json={"sovits_path": "SoVITS_weights_v2/voice_e8_s200.pth"})
+    assert r.status_code == 503
+    assert r.json()["error"]["code"] == "missing_weights"
+    assert "weights/README.md" in r.json()["error"]["message"]
