@@ -20,6 +20,7 @@ import re
 from functools import cache
 from types import ModuleType
 
+from app.engine.text.marks import COMMON_MARK_TO_SYMBOL
 from app.engine.text.symbols import PUNCTUATION
 
 # Runs of the model's punctuation symbols. Only those: full-width "！？" are *not* folded.
@@ -36,15 +37,7 @@ _TOKEN = re.compile(f"(?P<japanese>[{_JAPANESE_CLASS}]+)|(?P<mark>[^{_JAPANESE_C
 
 # Marks mapped to the symbol the model was trained with.
 _MARK_TO_SYMBOL = {
-    "：": ",",
-    "；": ",",
-    "，": ",",
-    "。": ".",
-    "！": "!",
-    "？": "?",
-    "\n": ".",
-    "·": ",",
-    "、": ",",
+    **COMMON_MARK_TO_SYMBOL,
 }
 
 # Vowels, moraic nasal and geminate closure: the phones after which an accent-phrase border is marked.

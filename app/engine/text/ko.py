@@ -24,6 +24,7 @@ from typing import Any
 
 from jamo import h2j, j2hcj
 
+from app.engine.text.marks import COMMON_MARK_TO_SYMBOL
 from app.engine.text.symbols import symbols_for
 
 # Korean names of the Latin letters, as read in Korean ("w" -> "더블유").
@@ -52,15 +53,7 @@ _G2PK2_RIEUL_SLIP = re.compile(r"([ㅇㄹ]ㅡㄹ) ㄹ")
 _TRAILING_JAMO = re.compile(r"([\u3131-\u3163])$")
 
 _CHAR_TO_SYMBOL = {
-    "：": ",",
-    "；": ",",
-    "，": ",",
-    "。": ".",
-    "！": "!",
-    "？": "?",
-    "\n": ".",
-    "·": ",",
-    "、": ",",
+    **COMMON_MARK_TO_SYMBOL,
     " ": "空",  # word boundary
 }
 _UNKNOWN = "停"  # Korean's own stand-in for characters the table lacks (before the cleaner's UNK)

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import re
 
+from app.engine.text.marks import COMMON_MARK_TO_SYMBOL
 from app.engine.text.symbols import PUNCTUATION
 
 _PUNCTUATION = frozenset(PUNCTUATION)
@@ -23,15 +24,7 @@ _PUNCTUATION_CLASS = "[" + re.escape("".join(PUNCTUATION)) + "]"
 # Cantonese punctuation mapping: quotes and brackets become "'" -- which is then removed by the filter
 # below, since "'" is not one of the model's punctuation symbols.
 _MARK_TO_SYMBOL = {
-    "：": ",",
-    "；": ",",
-    "，": ",",
-    "。": ".",
-    "！": "!",
-    "？": "?",
-    "\n": ".",
-    "·": ",",
-    "、": ",",
+    **COMMON_MARK_TO_SYMBOL,
     "...": "…",
     "$": ".",
     "“": "'",

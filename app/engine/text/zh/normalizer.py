@@ -16,6 +16,8 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 
+from app.engine.text.marks import COMMON_MARK_TO_SYMBOL
+
 from .char_convert import to_half_width, to_simplified
 from .numbers import read_cardinal, read_digits, read_number
 
@@ -315,7 +317,7 @@ def normalize_clause(clause: str) -> str:
 # --- 4. punctuation for the phone set ----------------------------------------------------------------
 
 _PUNCTUATION_MAP = {
-    "：": ",", "；": ",", "，": ",", "。": ".", "！": "!", "？": "?", "\n": ".", "·": ",", "、": ",",
+    **COMMON_MARK_TO_SYMBOL,
     "...": "…", "$": ".", "/": ",", "—": "-", "~": "…", "～": "…",
 }  # fmt: skip
 _PUNCTUATION_PATTERN = re.compile("|".join(re.escape(p) for p in _PUNCTUATION_MAP))
