@@ -95,3 +95,20 @@ def corpus_weights(conformance):
         return cache[name]
 
     return get
+
+
+def corpus_language_pieces(lang: str, versions: tuple[str, ...] = ("v1", "v2")) -> list[tuple[str, str, dict]]:
+    """(case id, version, lang_segment) for every single-language piece of ``lang`` in the frontend
+    corpus, once per (version, text): the input of that language module, and what upstream made of it."""
+    path = conformance_dir() / "text" / "frontend.jsonl"
+    if not path.is_file():
+        return []
+    found: dict[tuple[str, str], tuple[str, str, dict]] = {}
+    for case in read_jsonl(path):
+        if case["version"] not in versions:
+            continue
+        for segment in case.get("segments") or []:
+            for piece in segment["lang_segments"]:
+                if piece["lang"] == lang:
+                    found.setdefault((case["version"], piece["text"]), (case["id"], case["version"], piece))
+    return list(found.values())

@@ -12,20 +12,11 @@ import json
 import pytest
 
 from app.engine.text import ja
-from tests.conftest import conformance_dir, read_jsonl
+from tests.conftest import corpus_language_pieces
 
 
 def _japanese_segments() -> list[tuple[str, str, dict]]:
-    path = conformance_dir() / "text" / "frontend.jsonl"
-    if not path.is_file():
-        return []
-    found: dict[tuple[str, str], tuple[str, str, dict]] = {}
-    for case in read_jsonl(path):
-        for segment in case.get("segments") or []:
-            for piece in segment["lang_segments"]:
-                if piece["lang"] == "ja":
-                    found.setdefault((case["version"], piece["text"]), (case["id"], case["version"], piece))
-    return list(found.values())
+    return corpus_language_pieces("ja")
 
 
 SEGMENTS = _japanese_segments()

@@ -13,20 +13,12 @@ import json
 import pytest
 
 from app.engine.text import ko
-from tests.conftest import conformance_dir, read_jsonl
+from tests.conftest import corpus_language_pieces
 
 
 def _korean_segments() -> list[tuple[str, str, dict]]:
-    path = conformance_dir() / "text" / "frontend.jsonl"
-    if not path.is_file():
-        return []
-    found: dict[tuple[str, str], tuple[str, str, dict]] = {}
-    for case in read_jsonl(path):
-        for segment in case.get("segments") or []:
-            for piece in segment["lang_segments"]:
-                if piece["lang"] == "ko" and case["version"] != "v1":
-                    found.setdefault((case["version"], piece["text"]), (case["id"], case["version"], piece))
-    return list(found.values())
+    # v1 has no Korean module: its cleaner reads such pieces as the English text " ".
+    return corpus_language_pieces("ko", versions=("v2",))
 
 
 SEGMENTS = _korean_segments()

@@ -8,26 +8,16 @@ that same rule to our phones before comparing.
 
 from __future__ import annotations
 
-import importlib
 import json
 
 import pytest
 
 from app.engine.text import yue
-from tests.conftest import conformance_dir, read_jsonl
+from tests.conftest import corpus_language_pieces
 
 
 def _cantonese_segments() -> list[tuple[str, dict]]:
-    path = conformance_dir() / "text" / "frontend.jsonl"
-    if not path.is_file():
-        return []
-    found: dict[str, tuple[str, dict]] = {}
-    for case in read_jsonl(path):
-        for segment in case.get("segments") or []:
-            for piece in segment["lang_segments"]:
-                if piece["lang"] == "yue":
-                    found.setdefault(piece["text"], (case["id"], piece))
-    return list(found.values())
+    return [(case_id, piece) for case_id, _, piece in corpus_language_pieces("yue")]
 
 
 SEGMENTS = _cantonese_segments()
@@ -52,21 +42,7 @@ def test_g2p_matches_upstream(case_id, piece, v2_symbols):
     assert word2ph == piece["word2ph"]
 
 
-def _has_zh_normalizer() -> bool:
-    try:
-        importlib.import_module("app.engine.text.zh.normalizer")
-    except ImportError:
-        return False
-    return True
-
-
-_HAS_ZH_NORMALIZER = _has_zh_normalizer()
-
-
 @pytest.mark.conformance
-@pytest.mark.skipif(
-    not _HAS_ZH_NORMALIZER, reason="the Mandarin normaliser (app.engine.text.zh) is not there yet"
-)
 @pytest.mark.parametrize(("case_id", "piece"), SEGMENTS, ids=IDS)
 def test_normalize_matches_upstream(case_id, piece):
     assert yue.normalize(piece["text"]) == piece["norm_text"]

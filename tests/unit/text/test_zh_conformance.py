@@ -14,23 +14,16 @@ from __future__ import annotations
 import pytest
 
 from app.engine.text import zh
-from tests.conftest import conformance_dir, read_jsonl
+from tests.conftest import corpus_language_pieces
 
 _CLEANER_PAUSE_MARKS = ("￥", "^")
 
 
 def _mandarin_segments() -> list[tuple[str, str, dict]]:
-    path = conformance_dir() / "text" / "frontend.jsonl"
-    if not path.is_file():
-        return []
-    found: dict[tuple[str, str], tuple[str, str, dict]] = {}
-    for case in read_jsonl(path):
-        for segment in case.get("segments") or []:
-            for piece in segment["lang_segments"]:
-                if piece["lang"] != "zh" or any(mark in piece["text"] for mark in _CLEANER_PAUSE_MARKS):
-                    continue
-                found.setdefault((case["version"], piece["text"]), (case["id"], case["version"], piece))
-    return list(found.values())
+    # Pieces with the cleaner's pause marks are the cleaner's business (tested there), not zh's.
+    return [
+        item for item in corpus_language_pieces("zh") if not any(mark in item[2]["text"] for mark in _CLEANER_PAUSE_MARKS)
+    ]
 
 
 SEGMENTS = _mandarin_segments()
