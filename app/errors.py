@@ -60,6 +60,23 @@ class InvalidInput(ServiceError):
     code = "invalid_input"
 
 
+class Cancelled(ServiceError):
+    status_code = 409
+    code = "synthesis_cancelled"
+
+
+class Busy(ServiceError):
+    status_code = 429
+    code = "queue_full"
+
+
+class MissingWeights(ServiceError):
+    """A model the service needs is not in the weights root (server configuration, not the request)."""
+
+    status_code = 503
+    code = "missing_weights"
+
+
 _STATUS_CODES = {
     400: "bad_request",
     401: "unauthorized",

@@ -28,7 +28,7 @@ from app.engine.text import zh
 from app.engine.text.cut import to_cut
 from app.engine.text.preprocess import Segment, TextRejected, preprocess
 from app.engine.voice import SharedModels, Voice, VoiceLoadError, load_shared_models, load_speaker_encoder
-from app.errors import InvalidInput, ServiceError
+from app.errors import Busy, Cancelled, InvalidInput, MissingWeights, ServiceError
 from app.logging_setup import request_id_var
 from app.schemas.enums import LANGUAGE_LABELS, V1_LANGUAGES
 from app.settings import Settings, resolve_device
@@ -79,21 +79,6 @@ class SynthesisOutput:
     sample_rate: int
     seed: int
     seconds: float
-
-
-class Cancelled(ServiceError):
-    status_code = 409
-    code = "synthesis_cancelled"
-
-
-class Busy(ServiceError):
-    status_code = 429
-    code = "queue_full"
-
-
-class MissingWeights(ServiceError):
-    status_code = 503
-    code = "missing_weights"
 
 
 @dataclass(frozen=True)
