@@ -119,9 +119,13 @@ class SinePositions(nn.Module):
 
 
 class KVCache:
-    """Keys and values of every layer, preallocated for the whole decode: ``[layers, rows, heads,
-    capacity, head_dim]``. ``length`` positions are filled; ``key_valid[row, pos]`` is False where a
-    key must never be attended (the left padding of shorter rows)."""
+    """Keys and values of every layer, preallocated once for the whole decode: ``[layers, rows,
+    heads, capacity, head_dim]``, of which the first ``length`` positions are filled.
+
+    ``padding_bias`` is the additive attention mask of the decode steps, ``[rows, 1, 1, capacity]``:
+    0 where a key may be attended, -inf on the left padding of shorter rows. It is built once per
+    decode (a float mask is what SDPA would turn a boolean one into on every call) and stays None
+    when no row is padded, so the common case runs attention without any mask."""
 
     def __init__(
         self, config: T2SConfig, rows: int, capacity: int, *, dtype: torch.dtype, device: torch.device
@@ -130,8 +134,21 @@ class KVCache:
         # empty, not zeros: only the first `length` positions are ever read.
         self.keys = torch.empty(shape, dtype=dtype, device=device)
         self.values = torch.empty(shape, dtype=dtype, device=device)
-        self.key_valid = torch.ones(rows, capacity, dtype=torch.bool, device=device)
+        self.padding_bias: torch.Tensor | None = None
         self.length = 0
+
+    def mark_padding(self, key_valid: torch.Tensor) -> None:
+        """``key_valid`` ``[rows, n]``: False on the first ``n`` positions' padding keys."""
+        if bool(key_valid.all()):
+            return
+        _, rows, _, capacity, _ = self.keys.shape
+        bias = torch.zeros(rows, 1, 1, capacity, dtype=self.keys.dtype, device=self.keys.device)
+        bias[:, 0, 0, : key_valid.shape[1]].masked_fill_(~key_valid, -float("inf"))
+        self.padding_bias = bias
+
+    def decode_mask(self) -> torch.Tensor | None:
+        """Additive mask for one new position (query) over every key so far, itself included."""
+        return None if self.padding_bias is None else self.padding_bias[..., : self.length + 1]
 
     def write(
         self, layer: int, keys: torch.Tensor, values: torch.Tensor
@@ -146,10 +163,20 @@ class KVCache:
         self.length += n
 
     def keep_rows(self, rows: torch.Tensor) -> None:
-        """Drop finished rows (``rows`` = indices of the rows to keep, in order)."""
-        self.keys = self.keys.index_select(1, rows)
-        self.values = self.values.index_select(1, rows)
-        self.key_valid = self.key_valid.index_select(0, rows)
+        """Drop finished rows (``rows`` = indices of the rows to keep, ascending).
+
+        The kept rows are packed into the first slots of the same buffers, moving only the filled
+        positions: a finished row costs a copy of what was decoded so far, not a fresh copy of the
+        whole preallocated capacity. Ascending order makes the in-place moves safe (a row only
+        moves down, onto a slot already moved or dropped)."""
+        filled = self.length
+        for slot, row in enumerate(rows.tolist()):
+            if slot != row:
+                self.keys[:, slot, :, :filled] = self.keys[:, row, :, :filled]
+                self.values[:, slot, :, :filled] = self.values[:, row, :, :filled]
+        self.keys, self.values = self.keys[:, : rows.numel()], self.values[:, : rows.numel()]
+        if self.padding_bias is not None:
+            self.padding_bias = self.padding_bias.index_select(0, rows)
 
 
 class DecoderLayer(nn.Module):
@@ -165,9 +192,12 @@ class DecoderLayer(nn.Module):
         self.ffn_out = nn.Linear(config.ffn_dim, config.dim)
         self.ffn_norm = nn.LayerNorm(config.dim)
 
-    def forward(self, x: torch.Tensor, cache: KVCache, layer: int, attend: torch.Tensor) -> torch.Tensor:
-        """``x``: ``[rows, n, dim]`` new positions; ``attend``: bool ``[rows, 1, n, length + n]``,
-        True where a query may look at a key."""
+    def forward(
+        self, x: torch.Tensor, cache: KVCache, layer: int, attend: torch.Tensor | None
+    ) -> torch.Tensor:
+        """``x``: ``[rows, n, dim]`` new positions; ``attend``: SDPA's ``attn_mask`` over the
+        ``length + n`` keys, ``[rows, 1, n, length + n]`` (bool: True = may attend, or additive float),
+        or None when every query may see every key."""
         rows, n, dim = x.shape
         q, k, v = (t.view(rows, n, self.num_heads, -1).transpose(1, 2) for t in self.qkv(x).chunk(3, dim=-1))
         keys, values = cache.write(layer, k, v)
@@ -285,7 +315,7 @@ class T2SModel(nn.Module):
         """``codes`` ``[rows, n]`` at positions ``start ..`` → ``[rows, n, dim]``."""
         return self.semantic_positions(self.semantic_embedding(codes), start)
 
-    def forward(self, x: torch.Tensor, cache: KVCache, attend: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, cache: KVCache, attend: torch.Tensor | None) -> torch.Tensor:
         """Run new positions ``x`` ``[rows, n, dim]`` through all layers (extending ``cache``) and
         return the logits of the last position, ``[rows, vocab]``."""
         for i, layer in enumerate(self.layers):
@@ -399,7 +429,7 @@ class T2SModel(nn.Module):
             [torch.arange(text_len, device=device) >= text_len - t.shape[0] for t in texts]
         )
         cache = KVCache(self.config, rows, text_len + prompt_len + max_steps, dtype=x.dtype, device=device)
-        cache.key_valid[:, :text_len] = text_valid
+        cache.mark_padding(text_valid)
         history = torch.zeros(rows, prompt_len + max_steps, dtype=torch.long, device=device)
         if prompt is not None:
             history[:, :prompt_len] = prompt
@@ -445,7 +475,7 @@ class T2SModel(nn.Module):
                 cache.keep_rows(keep)
 
             x = self.embed_semantic(history[:, filled - 1 : filled], prompt_len + step)
-            attend = cache.key_valid[:, None, None, : cache.length + 1]
+            attend = cache.decode_mask()
 
         ordered = [finished[i] for i in range(rows)]
         return [h for h, _ in ordered], [s for _, s in ordered]
