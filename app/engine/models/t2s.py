@@ -134,8 +134,14 @@ class KVCache:
         # empty, not zeros: only the first `length` positions are ever read.
         self.keys = torch.empty(shape, dtype=dtype, device=device)
         self.values = torch.empty(shape, dtype=dtype, device=device)
+        self._index_layers()
         self.padding_bias: torch.Tensor | None = None
         self.length = 0
+
+    def _index_layers(self) -> None:
+        # Per-layer views made once, not per step: indexing the 5-d buffers 2 x 24 times a step
+        # is pure Python/dispatcher overhead on a model this small.
+        self._layer_keys, self._layer_values = self.keys.unbind(0), self.values.unbind(0)
 
     def mark_padding(self, key_valid: torch.Tensor) -> None:
         """``key_valid`` ``[rows, n]``: False on the first ``n`` positions' padding keys."""
@@ -154,10 +160,11 @@ class KVCache:
         self, layer: int, keys: torch.Tensor, values: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Store ``[rows, heads, n, head_dim]`` at the current position; return everything so far."""
-        end = self.length + keys.shape[2]
-        self.keys[layer, :, :, self.length : end] = keys
-        self.values[layer, :, :, self.length : end] = values
-        return self.keys[layer, :, :, :end], self.values[layer, :, :, :end]
+        start, end = self.length, self.length + keys.shape[2]
+        all_keys, all_values = self._layer_keys[layer], self._layer_values[layer]
+        all_keys[:, :, start:end] = keys
+        all_values[:, :, start:end] = values
+        return all_keys[:, :, :end], all_values[:, :, :end]
 
     def advance(self, n: int) -> None:
         self.length += n
@@ -175,6 +182,7 @@ class KVCache:
                 self.keys[:, slot, :, :filled] = self.keys[:, row, :, :filled]
                 self.values[:, slot, :, :filled] = self.values[:, row, :, :filled]
         self.keys, self.values = self.keys[:, : rows.numel()], self.values[:, : rows.numel()]
+        self._index_layers()
         if self.padding_bias is not None:
             self.padding_bias = self.padding_bias.index_select(0, rows)
 
@@ -199,11 +207,12 @@ class DecoderLayer(nn.Module):
         ``length + n`` keys, ``[rows, 1, n, length + n]`` (bool: True = may attend, or additive float),
         or None when every query may see every key."""
         rows, n, dim = x.shape
-        q, k, v = (t.view(rows, n, self.num_heads, -1).transpose(1, 2) for t in self.qkv(x).chunk(3, dim=-1))
+        # One fused projection, split by views: [rows, n, 3, heads, head_dim] → 3 x [rows, heads, n, head_dim].
+        q, k, v = self.qkv(x).view(rows, n, 3, self.num_heads, -1).permute(2, 0, 3, 1, 4).unbind(0)
         keys, values = cache.write(layer, k, v)
         attn = F.scaled_dot_product_attention(q, keys, values, attn_mask=attend)
         x = self.attn_norm(x + self.attn_out(attn.transpose(1, 2).reshape(rows, n, dim)))
-        return self.ffn_norm(x + self.ffn_out(F.relu(self.ffn_in(x))))
+        return self.ffn_norm(x + self.ffn_out(self.ffn_in(x).relu_()))
 
 
 @dataclass(frozen=True)
