@@ -146,6 +146,30 @@ def test_kept_tokens_follow_pred_minus_idx(idx, expected):
     assert _kept_tokens(torch.tensor([1, 2, 3, 4]), idx).tolist() == expected
 
 
+def test_kv_cache_drops_finished_rows_in_place():
+    """keep_rows packs the kept rows (filled positions and padding mask) into the first slots."""
+    cache = KVCache(SMALL, 4, 10, dtype=torch.float32, device=torch.device("cpu"))
+    cache.mark_padding(torch.tensor([[True] * 3, [False, True, True], [True] * 3, [False, False, True]]))
+    for layer in range(SMALL.num_layers):
+        new = torch.randn(4, SMALL.num_heads, 6, SMALL.head_dim)
+        cache.write(layer, new, -new)
+    cache.advance(6)
+    before_keys, before_values = cache.keys[:, :, :, :6].clone(), cache.values[:, :, :, :6].clone()
+    before_mask = cache.decode_mask().clone()
+    kept = torch.tensor([1, 3])
+    cache.keep_rows(kept)
+    assert torch.equal(cache.keys[:, :, :, :6], before_keys[:, kept])
+    assert torch.equal(cache.values[:, :, :, :6], before_values[:, kept])
+    assert torch.equal(cache.decode_mask(), before_mask[kept])
+    assert cache.decode_mask()[:, 0, 0, :3].isinf().tolist() == [[True, False, False], [True, True, False]]
+
+
+def test_kv_cache_without_padding_needs_no_decode_mask():
+    cache = KVCache(SMALL, 2, 8, dtype=torch.float32, device=torch.device("cpu"))
+    cache.mark_padding(torch.ones(2, 5, dtype=torch.bool))
+    assert cache.decode_mask() is None
+
+
 # ---------------------------------------------------------------------------------------- decoding
 
 
