@@ -13,8 +13,14 @@ Upstream's ``TTS.run`` (non-streaming) for v1/v2/v2Pro/v2ProPlus, stage by stage
 6. assembly in text order: each piece peak-limited and followed by ``fragment_interval`` of silence,
    then int16.
 
-Randomness (GPT sampling, decoder noise) comes from one ``torch.Generator`` seeded with the job's seed,
-consumed in upstream's order, so a seeded job is reproducible and needs no global seeding.
+v3/v4 voices take the same path; only their decoder differs (:class:`~app.engine.voice.VocoderDecoder`:
+content features -> flow-matching sampler with ``sample_steps`` -> vocoder, at the vocoder's rate). As
+upstream, they need a prompt text (:class:`PromptTextRequired` otherwise), use only the main reference,
+and turn bucketing off in parallel mode (the batched sampler keeps the pieces in text order).
+
+Randomness (GPT sampling, decoder noise, the v3/v4 sampler's start noise) comes from one
+``torch.Generator`` seeded with the job's seed, consumed in upstream's order, so a seeded job is
+reproducible and needs no global seeding.
 """
 
 from __future__ import annotations
@@ -33,7 +39,7 @@ from app.engine.jobs import SynthesisCancelled, SynthesisJob, as_reference
 from app.engine.models.t2s import DecodeCancelled
 from app.engine.text.cut import SPLITS
 from app.engine.text.preprocess import Segment, phones_for_piece, preprocess
-from app.engine.voice import Voice
+from app.engine.voice import StartNoise, VocoderDecoder, VocoderPrompt, Voice
 
 log = logging.getLogger(__name__)
 
@@ -43,7 +49,18 @@ ProgressCallback = Callable[[str, int, int], None]
 
 MAX_SEED = 2**32 - 1  # upstream draws random seeds in [0, 2**32 - 1]
 
-__all__ = ["SynthesisCancelled", "SynthesisResult", "plan_batches", "resolve_seed", "synthesize"]
+__all__ = [
+    "PromptTextRequired",
+    "SynthesisCancelled",
+    "SynthesisResult",
+    "plan_batches",
+    "resolve_seed",
+    "synthesize",
+]
+
+
+class PromptTextRequired(ValueError):
+    """v3/v4 cannot synthesise without the reference's text (upstream's NO_PROMPT_ERROR)."""
 
 
 @dataclass(frozen=True)
@@ -119,13 +136,16 @@ def synthesize(
     should_stop: Callable[[], bool] | None = None,
     on_progress: ProgressCallback | None = None,
     generator: torch.Generator | None = None,
+    start_noise: StartNoise | None = None,
 ) -> SynthesisResult:
     """Run one job. ``should_stop`` is polled at every GPT decode step and between stages; when it
     returns True, :class:`SynthesisCancelled` is raised. ``generator`` replaces the one seeded from
-    the job (the reported seed is still the job's).
+    the job (the reported seed is still the job's). ``start_noise`` (v3/v4, for tests) supplies the
+    sampler's start noise per call instead of drawing it from the generator.
 
     Raises ``TextRejected`` (nothing readable in the text), ``ReferenceAudioError`` (bad or too
-    short/long reference) and ValueError for invalid codes or parameters.
+    short/long reference), :class:`PromptTextRequired` (v3/v4 without prompt text) and ValueError for
+    invalid codes or parameters.
     """
 
     def check_stop() -> None:
@@ -133,6 +153,12 @@ def synthesize(
             raise SynthesisCancelled("synthesis was stopped")
 
     started = time.perf_counter()
+    uses_vocoder = isinstance(voice.decoder, VocoderDecoder)  # v3/v4
+    if uses_vocoder and not job.uses_prompt_text:
+        raise PromptTextRequired(
+            f"{voice.model_version} models need the reference's text: set prompt_text (prompt-free mode "
+            "is only available for v2 and later models that do not use a vocoder)"
+        )
     seed = resolve_seed(job.requested_seed)
     if generator is None:
         generator = torch.Generator(device=voice.device).manual_seed(seed)
@@ -141,6 +167,8 @@ def synthesize(
     reference = as_reference(job.ref_audio)
     voice.check_reference(reference)
     references = [reference, *(as_reference(aux) for aux in job.aux_ref_audios)]
+    if uses_vocoder:
+        references = [reference]  # upstream's v3/v4 synthesis reads the main reference only
     conditioning = [voice.conditioning(r) for r in references]
     check_stop()
 
@@ -163,8 +191,14 @@ def synthesize(
     if on_progress is not None:
         on_progress("text", len(segments), len(segments))
 
-    # 4. batches. Upstream turns bucketing off when the speed changes.
-    bucket = job.split_bucket and job.speed_factor == 1.0
+    # 4. batches. Upstream turns bucketing off when the speed changes, and for v3/v4 in parallel mode.
+    bucket = job.split_bucket and job.speed_factor == 1.0 and not (uses_vocoder and job.parallel_infer)
+    decoder_inputs = {}
+    if uses_vocoder:
+        assert prompt is not None  # checked above
+        decoder_inputs["prompt"] = VocoderPrompt(
+            prompt.codes, prompt.phone_ids, job.sample_steps, job.parallel_infer, start_noise
+        )
     batches = plan_batches([len(s.norm_text) for s in segments], job.batch_size, job.batch_threshold, bucket)
     log.info(
         "synthesising %d piece(s) in %d batch(es) (%s GPT decode, seed %d)",
@@ -188,6 +222,7 @@ def synthesize(
             speed=job.speed_factor,
             noise_scale=job.noise_scale,
             generator=generator,
+            **decoder_inputs,  # v3/v4 only: the prompt and sampler settings (VocoderDecoder)
         )
         for index, fragment in zip(rows, audio, strict=True):
             fragments[index] = fragment

@@ -1,0 +1,233 @@
+"""v3/v4 synthesis end to end: the pipeline equals upstream's ``TTS.run`` on every v3/v3lora/v4lora case.
+
+Each case's request runs once through :func:`synthesize` on the corpus weights, with the sampler's start
+noise replayed from the corpus (``cfm_i_noise``, one per sampler call, in call order). ``test_final_audio``
+compares the int16 result (same length, every sample within ±2). To name the stage of a miss, the run
+records what the decoder handed to each model and ``test_stage_array`` compares it with the corpus:
+``encp_i_*`` (SoVITS content features), ``cfm_i_prompt``/``cfm_i_out`` (the sampler), ``vocoder_i_mel``/
+``vocoder_i_wav`` (the vocoder).
+
+Full-size models on a CPU: the whole module takes several minutes (upstream needed 15-80 s per case).
+"""
+
+from __future__ import annotations
+
+import json
+from functools import cache
+
+import numpy as np
+import pytest
+import torch
+
+from app.engine.jobs import ReferenceAudio, SynthesisJob
+from app.engine.models.hubert import HubertEncoder
+from app.engine.pipeline import SynthesisResult, synthesize
+from app.engine.text.bert import BertFeatureExtractor
+from app.engine.voice import SharedModels, Voice
+from tests.conftest import conformance_dir
+
+pytestmark = pytest.mark.conformance
+
+VERSIONS = ("v3", "v3lora", "v4lora")
+MODELS_DIR = conformance_dir() / "models"
+STAGE_PREFIXES = ("encp_", "cfm_", "vocoder_")
+REPLAYED = ("_noise",)  # fed in, not produced
+
+
+def _cases() -> list[dict]:
+    folder = MODELS_DIR / "cases"
+    if not folder.is_dir():
+        return []
+    cases = [json.loads(p.read_text(encoding="utf-8")) for p in sorted(folder.glob("*.json"))]
+    # Grouped by model so each 1.5 GB model is loaded once.
+    return sorted((c for c in cases if c.get("version") in VERSIONS), key=lambda c: c["version"])
+
+
+CASES = _cases()
+
+
+@cache
+def _golden(case_id: str) -> dict[str, np.ndarray]:
+    with np.load(MODELS_DIR / "cases" / f"{case_id}.npz") as npz:
+        return dict(npz)
+
+
+@cache
+def _reference(name: str) -> ReferenceAudio:
+    index = json.loads((MODELS_DIR / "index.json").read_text(encoding="utf-8"))
+    return ReferenceAudio.decode(MODELS_DIR / index["refs"][name]["file"])
+
+
+def job_for(case: dict) -> SynthesisJob:
+    request = case["request"]
+    return SynthesisJob(
+        text=request["text"],
+        text_lang=request["text_lang"],
+        ref_audio=_reference(request["ref_audio_path"]),
+        aux_ref_audios=[_reference(name) for name in request.get("aux_ref_audio_paths") or []],
+        prompt_text=request.get("prompt_text") or "",
+        prompt_lang=request["prompt_lang"],
+        top_k=request["top_k"],
+        top_p=request["top_p"],
+        temperature=request["temperature"],
+        text_split_method=request["text_split_method"],
+        batch_size=request["batch_size"],
+        split_bucket=request["split_bucket"],
+        parallel_infer=request["parallel_infer"],
+        speed_factor=request["speed_factor"],
+        fragment_interval=request["fragment_interval"],
+        seed=request["seed"],
+        keep_random=False,
+        repetition_penalty=request["repetition_penalty"],
+        sample_steps=request["sample_steps"],
+    )
+
+
+class _Recorder:
+    """Replays the corpus's start noise and records the decoder's calls to SoVITS, sampler and vocoder."""
+
+    def __init__(self, voice: Voice, golden: dict[str, np.ndarray]):
+        self.arrays: dict[str, np.ndarray] = {}
+        self.golden = golden
+        self.model = voice.sovits
+        self.counts = {"encp": 0, "cfm": 0, "noise": 0, "vocoder": 0}
+        self._decode_encp = self.model.decode_encp
+        self._inference = self.model.cfm.inference
+        self._hook = voice.decoder.vocoder.register_forward_hook(self._vocoder_call)
+        self.model.decode_encp = self.decode_encp
+        self.model.cfm.inference = self.inference
+
+    def close(self) -> None:
+        del self.model.decode_encp, self.model.cfm.inference  # back to the class methods
+        self._hook.remove()
+
+    def _next(self, stage: str) -> int:
+        self.counts[stage] += 1
+        return self.counts[stage] - 1
+
+    def start_noise(self, shape: tuple[int, ...]) -> torch.Tensor:
+        noise = self.golden.get(f"cfm_{self._next('noise')}_noise")
+        assert noise is not None, "more sampler calls than the corpus recorded"
+        assert tuple(noise.shape) == tuple(shape), f"start noise shape {tuple(shape)} != {noise.shape}"
+        return torch.from_numpy(noise)
+
+    def decode_encp(self, codes, text, refer_spec, ge=None, speed=1.0):
+        i = self._next("encp")
+        fea, ge_out = self._decode_encp(codes, text, refer_spec, ge, speed)
+        self.arrays |= {f"encp_{i}_codes": codes.numpy(), f"encp_{i}_text": text.numpy()}
+        self.arrays |= {f"encp_{i}_fea": fea.numpy(), f"encp_{i}_ge": ge_out.numpy()}
+        return fea, ge_out
+
+    def inference(self, mu, x_lens, prompt, n_timesteps, *args, **kwargs):
+        i = self._next("cfm")
+        out = self._inference(mu, x_lens, prompt, n_timesteps, *args, **kwargs)
+        self.arrays |= {f"cfm_{i}_prompt": prompt.numpy(), f"cfm_{i}_out": out.numpy()}
+        return out
+
+    def _vocoder_call(self, module, inputs, output) -> None:
+        i = self._next("vocoder")
+        self.arrays |= {f"vocoder_{i}_mel": inputs[0].numpy(), f"vocoder_{i}_wav": output.numpy()}
+
+
+@pytest.fixture(scope="module")
+def shared_models(corpus_weights) -> SharedModels:
+    return SharedModels(
+        hubert=HubertEncoder.from_pretrained(corpus_weights("hubert_tiny")),
+        bert=BertFeatureExtractor(corpus_weights("bert_tiny")),
+    )
+
+
+def _weights_root(case: dict, corpus_weights, tmp_path_factory):
+    """A weights root with the case's base model and vocoder at their upstream paths (symlinks)."""
+    from app.engine.registry import BIGVGAN_V3_DIR, PRETRAINED_SOVITS, VOCODER_V4
+
+    weights = case["weights"]
+    root = tmp_path_factory.mktemp("weights-root")
+    model = "v4" if case["version"].startswith("v4") else "v3"
+    links = {
+        PRETRAINED_SOVITS[model]: corpus_weights(weights["sovits_base"]),
+        BIGVGAN_V3_DIR if model == "v3" else VOCODER_V4: corpus_weights(weights["vocoder"]),
+    }
+    for rel, target in links.items():
+        (root / rel).parent.mkdir(parents=True, exist_ok=True)
+        (root / rel).symlink_to(target)
+    return root
+
+
+@pytest.fixture(scope="module")
+def run_case(corpus_weights, shared_models, tmp_path_factory):
+    """case → (our result, arrays recorded on the way); each case runs once, one model in memory."""
+    current: dict[tuple[str, str], Voice] = {}
+    runs: dict[str, tuple[SynthesisResult, dict[str, np.ndarray]]] = {}
+
+    def get(case: dict) -> tuple[SynthesisResult, dict[str, np.ndarray]]:
+        if case["id"] not in runs:
+            names = (case["weights"]["t2s"], case["weights"]["sovits"])
+            if names not in current:
+                current.clear()  # frees the previous model first
+                root = _weights_root(case, corpus_weights, tmp_path_factory)
+                current[names] = Voice.load(
+                    root, corpus_weights(names[0]), corpus_weights(names[1]), shared=shared_models
+                )
+            voice = current[names]
+            recorder = _Recorder(voice, _golden(case["id"]))
+            try:
+                result = synthesize(job_for(case), voice, start_noise=recorder.start_noise)
+            finally:
+                recorder.close()
+            runs[case["id"]] = (result, recorder.arrays)
+        return runs[case["id"]]
+
+    return get
+
+
+def _stage_params() -> list:
+    return [
+        pytest.param(case, name, id=f"{case['id']}-{name}")
+        for case in CASES
+        for name in case["arrays"]
+        if name.startswith(STAGE_PREFIXES) and not name.endswith(REPLAYED)
+    ]
+
+
+def _assert_matches(name: str, ours: np.ndarray, golden: np.ndarray) -> None:
+    assert ours.shape == golden.shape, f"{name}: shape {ours.shape} != golden {golden.shape}"
+    if np.issubdtype(golden.dtype, np.integer):
+        np.testing.assert_array_equal(ours, golden, err_msg=name)
+        return
+    bound = 1e-4 * max(1.0, float(np.abs(golden).max()))
+    error = float(np.abs(ours.astype(np.float64) - golden.astype(np.float64)).max())
+    assert error <= bound, f"{name}: max abs difference {error:.3g} > {bound:.3g}"
+
+
+@pytest.mark.parametrize("case", CASES, ids=[c["id"] for c in CASES])
+def test_final_audio(case, run_case):
+    result, _ = run_case(case)
+    golden = _golden(case["id"])["audio"]
+    assert result.sample_rate == case["sample_rate"]
+    assert result.audio.dtype == np.int16
+    assert result.audio.shape == golden.shape, f"length {result.audio.shape[0]} != golden {golden.shape[0]}"
+    worst = int(np.abs(result.audio.astype(np.int32) - golden.astype(np.int32)).max())
+    assert worst <= 2, f"max sample difference {worst}"
+
+
+@pytest.mark.parametrize(("case", "name"), _stage_params())
+def test_stage_array(case, name, run_case):
+    _, recorded = run_case(case)
+    assert name in recorded, f"{name} was not produced (the decoder made different calls)"
+    _assert_matches(name, recorded[name], _golden(case["id"])[name])
+
+
+@pytest.mark.parametrize("case", CASES, ids=[c["id"] for c in CASES])
+def test_same_calls_as_upstream(case, run_case):
+    """Exactly upstream's SoVITS, sampler and vocoder calls: none missing, none extra."""
+    _, recorded = run_case(case)
+    golden = {n for n in case["arrays"] if n.startswith(STAGE_PREFIXES) and not n.endswith(REPLAYED)}
+    assert set(recorded) == golden
+
+
+def test_corpus_is_covered():
+    assert {c["version"] for c in CASES} == set(VERSIONS)
+    assert any(c["request"]["parallel_infer"] for c in CASES) and any(
+        not c["request"]["parallel_infer"] for c in CASES
+    ), "both sampler modes are exercised"
