@@ -20,22 +20,34 @@ from app.engine.demo_weights import write_demo_weights
 from app.engine.jobs import SynthesisCancelled, SynthesisJob
 from app.engine.model_cache import ModelCache
 from app.engine.models.sovits import SoVITSSynthesizer
+from app.engine.models.sovits_v3 import SoVITSV3
 from app.engine.models.t2s import T2SModel
-from app.engine.pipeline import synthesize
-from app.engine.registry import ModelVersion, WeightRegistry, gpt_symbol_version, sovits_version_from_file
+from app.engine.pipeline import PromptTextRequired, synthesize
+from app.engine.registry import (
+    ModelVersion,
+    WeightRegistry,
+    gpt_symbol_version,
+    sovits_version_from_file,
+)
 from app.engine.scheduler import QueueFull, Scheduler, Ticket
 from app.engine.text import zh
 from app.engine.text.cut import to_cut
 from app.engine.text.preprocess import Segment, TextRejected, preprocess
-from app.engine.voice import SharedModels, Voice, VoiceLoadError, load_shared_models, load_speaker_encoder
+from app.engine.voice import (
+    SharedModels,
+    Vocoder,
+    Voice,
+    VoiceLoadError,
+    load_shared_models,
+    load_speaker_encoder,
+    load_vocoder,
+)
 from app.errors import Busy, Cancelled, InvalidInput, MissingWeights, ServiceError
 from app.logging_setup import request_id_var
 from app.schemas.enums import LANGUAGE_LABELS, V1_LANGUAGES
 from app.settings import Settings, resolve_device
 
 log = logging.getLogger(__name__)
-
-VOCODER_VERSIONS = ("v3", "v4")
 
 
 @dataclass
@@ -69,7 +81,7 @@ class SovitsChoice:
 
 @dataclass(frozen=True)
 class LoadedSovits:
-    model: SoVITSSynthesizer
+    model: SoVITSSynthesizer | SoVITSV3
     spectrogram: audio_features.SpectrogramConfig  # the checkpoint's data settings
 
 
@@ -116,6 +128,7 @@ class Engine:
         # of recent reference clips, so it is cached too (building one loads nothing).
         self._voices: ModelCache[Voice] = ModelCache(settings.max_loaded_models, self._build_voice, "voice")
         self._shared: SharedModels | None = None
+        self._vocoders: dict[str, Vocoder] = {}  # v3 / v4 vocoder, loaded once, shared by their voices
         self._shared_lock = threading.Lock()
         self._choice_lock = threading.Lock()
         self.current_gpt: GptChoice | None = None
@@ -183,10 +196,20 @@ class Engine:
 
     def _load_sovits(self, name: str) -> LoadedSovits:
         path = self.registry.resolve_sovits(name)
+        fast = self.inspect_sovits(name)
         try:
             checkpoint = load_checkpoint(path)
             hparams = checkpoint.get("config") or {}
-            model = SoVITSSynthesizer.from_state_dict(weights_of(checkpoint, path), hparams, read_header(path), source=path)
+            model: SoVITSSynthesizer | SoVITSV3
+            if fast.uses_vocoder:
+                del checkpoint  # SoVITSV3 reads the file (and a LoRA's base) itself
+                # A LoRA is merged into the base at the pretrained path (inspect_sovits checked it exists).
+                base = self.registry.pretrained_sovits_path(fast.model) if fast.is_lora else None
+                model = SoVITSV3.from_checkpoint(path, base, version=fast.model)
+            else:
+                model = SoVITSSynthesizer.from_state_dict(
+                    weights_of(checkpoint, path), hparams, read_header(path), source=path
+                )
             spectrogram = audio_features.SpectrogramConfig.from_sovits_config(hparams)
         except CheckpointError as exc:
             raise InvalidInput(str(exc), code="invalid_weights") from None
@@ -197,8 +220,23 @@ class Engine:
     def gpt_model(self, name: str) -> T2SModel:
         return self._gpt_models.get(name)
 
-    def sovits_model(self, name: str) -> SoVITSSynthesizer:
+    def sovits_model(self, name: str) -> SoVITSSynthesizer | SoVITSV3:
         return self._sovits_models.get(name).model
+
+    def _vocoder(self, model_version: str) -> Vocoder:
+        """The v3 (BigVGAN) or v4 vocoder, loaded on first use and shared by every voice of that version."""
+        with self._shared_lock:
+            if model_version not in self._vocoders:
+                try:
+                    self._vocoders[model_version] = load_vocoder(
+                        self.settings.weights_root, model_version, self.device, self.dtype
+                    )
+                except (OSError, CheckpointError) as exc:
+                    raise MissingWeights(
+                        f"the {model_version} vocoder is missing or unreadable in the weights root ({exc}); "
+                        "see weights/README.md for where it goes"
+                    ) from None
+            return self._vocoders[model_version]
 
     def _shared_models(self, with_speaker: bool) -> SharedModels:
         """HuBERT and BERT (and the speaker encoder once a v2Pro voice needs it), loaded once."""
@@ -221,13 +259,15 @@ class Engine:
     def _build_voice(self, key: tuple[str, str]) -> Voice:
         gpt, sovits = key
         loaded = self._sovits_models.get(sovits)
-        shared = self._shared_models(with_speaker=loaded.model.config.uses_speaker_embedding)
+        shared = self._shared_models(with_speaker=_uses_speaker(loaded.model))
+        vocoder = self._vocoder(loaded.model.config.version) if isinstance(loaded.model, SoVITSV3) else None
         try:
             return Voice(
                 self.gpt_model(gpt),
                 loaded.model,
                 shared,
                 loaded.spectrogram,
+                vocoder=vocoder,
                 device=self.device,
                 dtype=self.dtype,
                 name=f"{gpt}+{sovits}",
@@ -252,12 +292,6 @@ class Engine:
                     code="lora_base_missing",
                     status_code=409,
                 )
-        if fast.model in VOCODER_VERSIONS:
-            raise ServiceError(
-                f"{Path(name).name} is a SoVITS {fast.model} model; v3/v4 synthesis is not available in this release",
-                code="model_version_unsupported",
-                status_code=422,
-            )
         return fast
 
     def select_gpt(self, name: str) -> GptChoice:
@@ -273,7 +307,9 @@ class Engine:
         model = self.sovits_model(name)
         # Load what every voice of this model needs now, so a missing HuBERT/BERT/speaker model is
         # reported here, when the model is chosen, rather than by the first synthesis.
-        self._shared_models(with_speaker=model.config.uses_speaker_embedding)
+        self._shared_models(with_speaker=_uses_speaker(model))
+        if isinstance(model, SoVITSV3):
+            self._vocoder(model.config.version)
         version = ModelVersion("v1" if model.config.version == "v1" else "v2", model.config.version, fast.is_lora)
         choice = SovitsChoice(name, version)
         with self._choice_lock:
@@ -313,6 +349,12 @@ class Engine:
                     f"{field_name} {lang!r} is not available for v1 models; use one of {', '.join(V1_LANGUAGES)}",
                     code="language_not_supported",
                 )
+        if version.uses_vocoder and not job.uses_prompt_text:
+            raise InvalidInput(
+                f"SoVITS {version.model} models need the reference's text: set prompt_text "
+                "(ref_text_free / prompt-free synthesis is not available for v3/v4, as upstream)",
+                code="prompt_text_required",
+            )
         assert self.scheduler is not None, "engine not started"
         try:
             future = self.scheduler.submit(request_id_var.get(), (job, gpt, sovits), batch_key=(gpt, sovits))
@@ -326,6 +368,8 @@ class Engine:
             raise InvalidInput(str(exc), code="no_speakable_text") from None
         except ReferenceAudioError as exc:
             raise InvalidInput(str(exc), code="invalid_reference_audio") from None
+        except PromptTextRequired as exc:
+            raise InvalidInput(str(exc), code="prompt_text_required") from None
 
     def _run_batch(self, batch: list[Ticket]) -> None:
         """Worker thread: run each ticket of a batch (same voice) through the pipeline."""
@@ -340,7 +384,8 @@ class Engine:
                 log.info("synthesised %.2f s of audio at %d Hz (seed %d)", seconds, result.sample_rate, result.seed)
                 ticket.resolve(SynthesisOutput(wav, result.sample_rate, result.seed, seconds))
             except Exception as exc:  # handed to the request, which maps it to an answer
-                if not isinstance(exc, ServiceError | SynthesisCancelled | TextRejected | ReferenceAudioError):
+                expected = ServiceError | SynthesisCancelled | TextRejected | ReferenceAudioError | PromptTextRequired
+                if not isinstance(exc, expected):
                     log.exception("synthesis failed")
                 ticket.resolve(error=exc)
             finally:
@@ -348,3 +393,8 @@ class Engine:
 
     def cancel(self, request_id: str | None) -> int:
         return self.scheduler.cancel(request_id) if self.scheduler is not None else 0
+
+
+def _uses_speaker(model: SoVITSSynthesizer | SoVITSV3) -> bool:
+    """v2Pro/v2ProPlus voices need the speaker-verification model."""
+    return isinstance(model, SoVITSSynthesizer) and model.config.uses_speaker_embedding
