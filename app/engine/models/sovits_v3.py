@@ -324,8 +324,11 @@ class SoVITSV3(nn.Module):
         if checkpoint.get("lora_rank") is not None:
             if base_path is None:
                 raise CheckpointError(path, "is a LoRA file; its base model (base_path) is needed")
+            rank = checkpoint["lora_rank"]
+            if not isinstance(rank, int | str) or not str(rank).isdigit() or int(rank) < 1:
+                raise CheckpointError(path, f"has an unusable lora_rank {rank!r}")
             base_state = weights_of(load_checkpoint(base_path), base_path)
-            state = merge_lora(base_state, state, int(checkpoint["lora_rank"]), source=path)
+            state = merge_lora(base_state, state, int(rank), source=path)
         if version is None:
             version = HEADER_VERSIONS.get(read_header(path))
         if version is None:

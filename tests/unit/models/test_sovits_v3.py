@@ -89,11 +89,14 @@ def test_a_v1_v2_file_is_refused():
         _load_meta(state, layout, "v3")
 
 
-def test_a_lora_file_without_its_base_is_refused(tmp_path):
+def test_a_lora_file_without_its_base_or_with_a_bad_rank_is_refused(tmp_path):
     path = tmp_path / "lora.pth"
     torch.save({"weight": {"x": torch.zeros(1)}, "config": {}, "lora_rank": 4}, path)
     with pytest.raises(CheckpointError, match="base"):
         SoVITSV3.from_checkpoint(path)
+    torch.save({"weight": {"x": torch.zeros(1)}, "config": {}, "lora_rank": 0}, path)
+    with pytest.raises(CheckpointError, match="lora_rank"):
+        SoVITSV3.from_checkpoint(path, base_path=path)
 
 
 # --------------------------------------------------------------------------- LoRA merge
