@@ -286,6 +286,24 @@ def test_bigvgan_uses_the_files_filters_like_upstream(tmp_path):
     assert not torch.allclose(changed(mel), reference(mel))
 
 
+@pytest.mark.parametrize("tanh_at_final", [False, True])
+def test_bigvgan_bounds_its_output_by_clamp_or_tanh_as_configured(tiny_bigvgan_folder, tanh_at_final):
+    config = {**TINY_BIGVGAN, "use_tanh_at_final": tanh_at_final}
+    vocoder = BigVGANVocoder.from_pretrained(tiny_bigvgan_folder)
+    vocoder.cfg = BigVGANConfig.from_json(config)
+    mel = torch.randn(1, 6, 20)
+    captured = []
+    vocoder.conv_post.register_forward_hook(lambda module, args, out: captured.append(out))
+    vocoder(mel)
+    with torch.no_grad():  # scale the last conv so that the output spans about ±3
+        vocoder.conv_post.weight.mul_(3 / captured[-1].abs().max())
+    wav = vocoder(mel)
+    pre = captured[-1]
+    assert (pre.abs() > 1).any() and (pre.abs() < 0.5).any()
+    expected = torch.tanh(pre) if tanh_at_final else pre.clamp(-1, 1)  # v2 24 kHz: clamp, no tanh
+    torch.testing.assert_close(wav, expected, rtol=0, atol=0)
+
+
 def test_bigvgan_takes_device_and_dtype_from_the_caller(tiny_bigvgan_folder):
     vocoder = BigVGANVocoder.from_pretrained(tiny_bigvgan_folder, device="cpu", dtype=torch.float64)
     assert {p.dtype for p in vocoder.state_dict().values()} == {torch.float64}
