@@ -148,8 +148,9 @@ class AntiAliasedSnakeBeta(nn.Module):
     Its periodic part creates harmonics above the Nyquist frequency; evaluating it on a 2x
     upsampled signal and low-passing before going back down keeps them from folding into the audio.
 
-    The two 12-tap filters are buffers: upstream loads them from the weight file like any weight
-    (an official file stores exactly the kaiser-sinc values computed here), so we do too.
+    The two 12-tap filters are buffers: upstream loads them from the weight file like any weight, so
+    we do too (an official file holds what NVIDIA's code computed when it saved the model, the same
+    kaiser-sinc taps as ``kaiser_sinc_lowpass``; the conformance corpus's random file does not).
     """
 
     def __init__(self, channels: int, log_scale: bool = True):
