@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Literal
-
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from app.schemas.enums import CutMethod, Language
 
@@ -48,10 +46,23 @@ class InferenceParams(BaseModel):
     keep_random: bool = Field(True, description="Ignore seed and draw a new one each time (upstream's default).")
     parallel_infer: bool = Field(True, description="Decode the pieces of a batch in parallel.")
     repetition_penalty: float = Field(1.35, ge=0.0, le=2.0)
-    sample_steps: Literal[4, 8, 16, 32, 64, 128] = Field(32, description="v3/v4 only; ignored otherwise.")
+    # An int checked against SAMPLE_STEPS rather than a Literal: multipart form values arrive as strings
+    # ("8"), which a Literal of ints does not coerce.
+    sample_steps: int = Field(
+        32, description="Flow-matching steps, one of 4, 8, 16, 32, 64, 128 (v3/v4 only; ignored otherwise).",
+        json_schema_extra={"enum": list(SAMPLE_STEPS)},
+    )
     super_sampling: bool = Field(False, description="v3 only; ignored otherwise.")
     gpt_weights: str | None = Field(None, description="GPT name for this request only (default: the current one).")
     sovits_weights: str | None = Field(None, description="SoVITS name for this request only (default: current).")
+
+
+    @field_validator("sample_steps")
+    @classmethod
+    def _known_step_count(cls, value: int) -> int:
+        if value not in SAMPLE_STEPS:
+            raise ValueError(f"sample_steps must be one of {', '.join(map(str, SAMPLE_STEPS))}")
+        return value
 
 
 class StopRequest(BaseModel):

@@ -105,10 +105,6 @@ def test_choosing_a_v3_or_v4_model_reports_what_applies(client, sovits):
     assert body["ref_text_free_allowed"] is False
 
 
-# Strict xfail on purpose: app/schemas/inference.py declares sample_steps as Literal[4, ..., 128], which
-# refuses the multipart form's string "4" (422 literal_error), so no client can choose the steps yet.
-# Once that schema coerces form strings, this test passes and the strict marker says to drop it.
-@pytest.mark.xfail(strict=True, reason="InferenceParams.sample_steps rejects form strings (schema bug)")
 @pytest.mark.parametrize(
     ("sovits", "rate", "steps"), [(PRETRAINED_SOVITS["v3"], 24000, 4), (V4_LORA, 48000, 8)]
 )
