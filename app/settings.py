@@ -28,6 +28,9 @@ class Settings(BaseSettings):
     )
     device: Literal["auto", "cpu", "cuda"] = Field("auto", description="auto picks CUDA when available.")
     half: bool = Field(False, description="Run models in half precision on CUDA (ignored on CPU).")
+    torch_threads: int = Field(
+        0, ge=0, description="CPU threads for PyTorch (0: PyTorch's default). 1 helps on busy small machines."
+    )
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     max_text_chars: int = Field(
         100_000, ge=1, description="Longest text accepted by text endpoints; longer input gets 413."

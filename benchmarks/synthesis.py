@@ -133,8 +133,9 @@ def main(argv: list[str] | None = None) -> None:
     baseline = json.loads(args.compare.read_text())["results"] if args.compare else {}
 
     device_name = torch.cuda.get_device_name() if args.device.startswith("cuda") else platform.processor() or "cpu"
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     print(f"device: {args.device} ({device_name}), dtype: {str(dtype).removeprefix('torch.')}, "
-          f"threads: {torch.get_num_threads()}, tokens/row: {args.tokens}")
+          f"threads: {torch.get_num_threads()}, tokens/row: {args.tokens}, load average: {load:.1f}")
     header = f"{'case':<18}{'tokens':>7}{'GPT s':>8}{'GPT tok/s':>11}{'SoVITS s':>10}{'audio s':>9}{'RTF':>7}"
     print(header + (f"{'tok/s vs':>10}{'RTF vs':>8}" if baseline else ""))
     for key, r in results.items():

@@ -137,6 +137,8 @@ class Engine:
 
     def start(self) -> None:
         root = Path(self.settings.weights_root)
+        if self.settings.torch_threads:
+            torch.set_num_threads(self.settings.torch_threads)
         log.info("engine starting: device=%s dtype=%s weights_root=%s", self.device, self.dtype, root.resolve())
         if self.settings.demo_if_empty and not any(self.weight_choices()):
             log.warning("weights root %s holds no model: writing demo weights into it", root.resolve())
