@@ -357,6 +357,14 @@ class Engine:
                 "(ref_text_free / prompt-free synthesis is not available for v3/v4, as upstream)",
                 code="prompt_text_required",
             )
+        if job.super_sampling and version.model == "v3":
+            # Upstream upsamples v3's 24 kHz output with its AP_BWE model; that is not built yet, and
+            # answering 24 kHz audio to a request that asked for 48 kHz would hide it.
+            raise ServiceError(
+                "super_sampling (24 kHz -> 48 kHz for v3) is not available in this release; send it as false",
+                code="super_sampling_unavailable",
+                status_code=409,
+            )
         assert self.scheduler is not None, "engine not started"
         try:
             future = self.scheduler.submit(request_id_var.get(), (job, gpt, sovits), batch_key=(gpt, sovits))

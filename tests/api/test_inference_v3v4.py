@@ -144,3 +144,9 @@ def test_lora_without_its_base_is_409(tmp_path):
     assert r.status_code == 409
     assert r.json()["error"]["code"] == "lora_base_missing"
     assert PRETRAINED_SOVITS["v3"] in r.json()["error"]["message"]
+
+
+def test_super_sampling_on_v3_is_refused_until_it_exists(client):
+    r = _infer(client, PRETRAINED_SOVITS["v3"], super_sampling="true")
+    assert r.status_code == 409
+    assert r.json()["error"]["code"] == "super_sampling_unavailable"
