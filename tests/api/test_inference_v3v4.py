@@ -27,6 +27,8 @@ from app.main import create_app
 from app.settings import Settings
 from tests.conftest import conformance_dir, generate_weights
 
+pytestmark = pytest.mark.fullsize
+
 V3_LORA = "SoVITS_weights_v3/voice_e2_s100_l32.pth"
 V4_LORA = "SoVITS_weights_v4/voice_e2_s100_l32.pth"
 GPT = PRETRAINED_GPT["v3"]

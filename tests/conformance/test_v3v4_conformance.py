@@ -30,7 +30,7 @@ from app.engine.audio_features import load_reference, resample_sinc
 from app.engine.models.sovits_v3 import VARIANTS, SoVITSV3, Variant, mel_spectrogram, norm_spec
 from tests.conftest import conformance_dir
 
-pytestmark = pytest.mark.conformance
+pytestmark = [pytest.mark.conformance, pytest.mark.fullsize]
 
 VERSIONS = ("v3", "v3lora", "v4lora")
 RUN_ALL_CFM_CALLS = os.environ.get("GSV_ALL_CFM_CALLS") == "1"

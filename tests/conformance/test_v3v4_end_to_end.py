@@ -27,7 +27,7 @@ from app.engine.text.bert import BertFeatureExtractor
 from app.engine.voice import SharedModels, Voice
 from tests.conftest import conformance_dir
 
-pytestmark = pytest.mark.conformance
+pytestmark = [pytest.mark.conformance, pytest.mark.fullsize]
 
 VERSIONS = ("v3", "v3lora", "v4lora")
 MODELS_DIR = conformance_dir() / "models"

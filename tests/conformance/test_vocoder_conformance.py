@@ -29,7 +29,7 @@ import torch
 from app.engine.models.vocoders import BigVGANVocoder, HiFiGANVocoderV4
 from tests.conftest import conformance_dir
 
-pytestmark = pytest.mark.conformance
+pytestmark = [pytest.mark.conformance, pytest.mark.fullsize]
 
 VERSIONS = ("v3", "v3lora", "v4lora")  # the versions that use a vocoder
 
