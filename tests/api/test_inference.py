@@ -166,7 +166,10 @@ def test_reference_by_name_is_confined_to_its_root(server, tmp_path):
         assert client.post("/inference", data={**form(), "ref_audio_path": "voice.wav"}).status_code == 422
 
 
+# Long enough (40 pieces, decoded one by one) that a request is still running when the test acts.
+# The queue test needs two requests alive at once, so it sends ten times as many pieces.
 LONG_TEXT = "。".join(["今天天气很好我们一起去公园散步吧"] * 40) + "。"
+QUEUE_TEXT = "。".join(["今天天气很好我们一起去公园散步吧"] * 400) + "。"
 
 
 def _in_background(fn):
@@ -206,14 +209,14 @@ def test_full_queue_answers_429_with_retry_after(server, names):
             _in_background(
                 lambda: client.post(
                     "/inference",
-                    data=form(text=LONG_TEXT, text_split_method="cut3", batch_size=1, **pick),
+                    data=form(text=QUEUE_TEXT, text_split_method="cut3", batch_size=1, **pick),
                     files={"ref_audio_path": ("ref.wav", REF, "audio/wav")},
                 )
             )
             for _ in range(2)
         ]
         scheduler = client.app.state.engine.scheduler
-        deadline = time.monotonic() + 30
+        deadline = time.monotonic() + 60
         while scheduler.pending() != (1, 1) and time.monotonic() < deadline:
             time.sleep(0.05)  # until one runs and one waits in the queue
         r = post(client, **pick)
