@@ -130,3 +130,16 @@ def check_state_dict(
             problems.append(f"{label}: {shown}")
     if problems:
         raise CheckpointError(path, "does not fit the model (" + "; ".join(problems) + ")")
+
+
+def load_state_strictly(
+    model: torch.nn.Module,
+    state: Mapping[str, torch.Tensor],
+    source: str | Path,
+    ignore_unexpected: tuple[str, ...] = (),
+) -> None:
+    """Load ``state`` (already in the model's key names) into ``model`` after ``check_state_dict``
+    against the model's own keys and shapes. Tensors are copied into the model's dtype."""
+    expected = {key: tuple(value.shape) for key, value in model.state_dict().items()}
+    check_state_dict(state, expected, source, ignore_unexpected=ignore_unexpected)
+    model.load_state_dict({key: state[key] for key in expected}, strict=True)

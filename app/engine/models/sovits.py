@@ -28,7 +28,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from app.engine.checkpoints import CheckpointError, check_state_dict, load_checkpoint, read_header, weights_of
+from app.engine.checkpoints import (
+    CheckpointError,
+    load_checkpoint,
+    load_state_strictly,
+    read_header,
+    weights_of,
+)
 from app.engine.models.vits_modules import (
     MRTE,
     CouplingFlow,
@@ -229,9 +235,7 @@ class SoVITSSynthesizer(nn.Module):
         except ValueError as exc:
             raise CheckpointError(source, str(exc)) from None
         model = cls(cfg)
-        expected = {key: tuple(value.shape) for key, value in model.state_dict().items()}
-        check_state_dict(state, expected, source, ignore_unexpected=UNUSED_CHECKPOINT_PREFIXES)
-        model.load_state_dict({key: state[key] for key in expected}, strict=True)
+        load_state_strictly(model, state, source, ignore_unexpected=UNUSED_CHECKPOINT_PREFIXES)
         return model.eval()
 
     # ------------------------------------------------------------------ inference

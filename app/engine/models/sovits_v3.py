@@ -33,7 +33,13 @@ import torch.nn.functional as F
 from torch import nn
 
 from app.engine.audio_features import linear_spectrogram
-from app.engine.checkpoints import CheckpointError, check_state_dict, load_checkpoint, read_header, weights_of
+from app.engine.checkpoints import (
+    CheckpointError,
+    load_checkpoint,
+    load_state_strictly,
+    read_header,
+    weights_of,
+)
 from app.engine.models.cfm import FlowMatchingSampler
 from app.engine.models.dit import DiT, DiTConfig
 from app.engine.models.sovits import convert_upstream_state
@@ -356,9 +362,7 @@ class SoVITSV3(nn.Module):
         except ValueError as exc:
             raise CheckpointError(source, str(exc)) from None
         model = cls(cfg)
-        expected = {key: tuple(value.shape) for key, value in model.state_dict().items()}
-        check_state_dict(state, expected, source, ignore_unexpected=UNUSED_CHECKPOINT_PREFIXES)
-        model.load_state_dict({key: state[key] for key in expected}, strict=True)
+        load_state_strictly(model, state, source, ignore_unexpected=UNUSED_CHECKPOINT_PREFIXES)
         return model.eval()
 
     # ------------------------------------------------------------------ inference

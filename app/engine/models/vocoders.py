@@ -30,7 +30,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from app.engine.checkpoints import CheckpointError, check_state_dict, load_checkpoint
+from app.engine.checkpoints import CheckpointError, load_checkpoint, load_state_strictly
 from app.engine.models.vits_modules import LEAKY_SLOPE, ResBlock1, padding_for
 
 # SnakeBeta divides by beta; this keeps the division finite for beta == 0 (value as upstream).
@@ -77,13 +77,6 @@ def fold_weight_norms(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tens
         if key not in consumed:
             folded[key] = value
     return folded
-
-
-def _load_strictly(model: nn.Module, state: Mapping[str, torch.Tensor], source: str | Path) -> None:
-    """Load ``state`` (already in our key names) into ``model``; every key and shape must match."""
-    expected = {key: tuple(value.shape) for key, value in model.state_dict().items()}
-    check_state_dict(state, expected, source)
-    model.load_state_dict({key: state[key].float() for key in expected}, strict=True)
 
 
 # --------------------------------------------------------------------------- anti-aliased activation
@@ -325,7 +318,7 @@ class BigVGANVocoder(nn.Module):
     ) -> BigVGANVocoder:
         """Build from an already loaded upstream state dict (weight-normalised or not); CPU, float32, eval."""
         model = cls(cfg)
-        _load_strictly(model, convert_bigvgan_state(upstream), source)
+        load_state_strictly(model, convert_bigvgan_state(upstream), source)
         return model.eval().requires_grad_(False)
 
     @torch.no_grad()
@@ -400,7 +393,7 @@ class HiFiGANVocoderV4(nn.Module):
         weights; a weight-normalised file is folded first and loads the same way.
         """
         model = cls(cfg)
-        _load_strictly(model, fold_weight_norms(load_checkpoint(path)), path)
+        load_state_strictly(model, fold_weight_norms(load_checkpoint(path)), path)
         return model.eval().requires_grad_(False).to(device=device, dtype=dtype)
 
     @torch.no_grad()
