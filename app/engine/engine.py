@@ -120,13 +120,22 @@ class Engine:
         self.device = resolve_device(settings.device)
         self.dtype = torch.float16 if settings.half and self.device.startswith("cuda") else torch.float32
         self.registry = WeightRegistry(settings.weights_root)
-        self._gpt_models: ModelCache[T2SModel] = ModelCache(settings.max_loaded_models, self._load_gpt, "GPT")
-        self._sovits_models: ModelCache[LoadedSovits] = ModelCache(
-            settings.max_loaded_models, self._load_sovits, "SoVITS"
-        )
         # A voice pairs a cached GPT and SoVITS model with the shared models; it keeps the features
-        # of recent reference clips, so it is cached too (building one loads nothing).
+        # of recent reference clips, so it is cached too (building one loads nothing). A voice must not
+        # outlive an evicted model, or that model's memory would stay held by it.
         self._voices: ModelCache[Voice] = ModelCache(settings.max_loaded_models, self._build_voice, "voice")
+        self._gpt_models: ModelCache[T2SModel] = ModelCache(
+            settings.max_loaded_models,
+            self._load_gpt,
+            "GPT",
+            on_evict=lambda name: self._voices.discard_where(lambda key: key[0] == name),
+        )
+        self._sovits_models: ModelCache[LoadedSovits] = ModelCache(
+            settings.max_loaded_models,
+            self._load_sovits,
+            "SoVITS",
+            on_evict=lambda name: self._voices.discard_where(lambda key: key[1] == name),
+        )
         self._shared: SharedModels | None = None
         self._vocoders: dict[str, Vocoder] = {}  # v3 / v4 vocoder, loaded once, shared by their voices
         self._shared_lock = threading.Lock()

@@ -54,3 +54,37 @@ def test_a_failed_load_is_not_cached():
 def test_capacity_must_be_positive():
     with pytest.raises(ValueError):
         ModelCache(0, lambda k: k)
+
+
+def test_room_is_made_before_a_new_model_loads():
+    """Switching between big models must never hold capacity + 1 of them at once."""
+    cache: ModelCache[str] = ModelCache(1, lambda k: (held_during_load.append(cache.keys()), k)[1])
+    held_during_load: list[list] = []
+    cache.get("a")
+    cache.get("b")
+    assert held_during_load == [[], []]
+    assert cache.keys() == ["b"]
+
+
+def test_a_failed_load_after_eviction_leaves_the_cache_consistent():
+    def loader(key):
+        if key == "bad":
+            raise OSError("unreadable")
+        return key
+
+    cache = ModelCache(1, loader)
+    cache.get("a")
+    with pytest.raises(OSError):
+        cache.get("bad")
+    assert cache.keys() == []
+    assert cache.get("a") == "a"
+
+
+def test_evicting_a_model_drops_what_was_built_on_it():
+    voices = ModelCache(4, lambda key: f"voice-{key}")
+    models = ModelCache(1, lambda k: k, on_evict=lambda k: voices.discard_where(lambda key: key[1] == k))
+    models.get("a")
+    voices.get(("gpt", "a"))
+    voices.get(("gpt", "other"))
+    models.get("b")  # evicts a
+    assert voices.keys() == [("gpt", "other")]
