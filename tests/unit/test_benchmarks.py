@@ -1,0 +1,130 @@
+"""benchmarks/synthesis.py: row selection (--cases), the --compare table, and a v3/v4 row on tiny models."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from app.engine.models.dit import DiTConfig
+from app.engine.models.sovits_v3 import SoVITSV3, SoVITSV3Config
+from app.engine.models.vocoders import HiFiGANV4Config, HiFiGANVocoderV4
+from app.engine.voice import VocoderDecoder
+
+SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "synthesis.py"
+
+
+@pytest.fixture(scope="module")
+def bench():
+    spec = importlib.util.spec_from_file_location("bench_synthesis", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+# --------------------------------------------------------------------------- --cases
+
+
+def test_all_cases_lists_every_family(bench):
+    assert bench.all_cases([1, 8], [8, 32]) == [
+        "v2/batch1", "v2/batch8", "v2ProPlus/batch1", "v2ProPlus/batch8",
+        "v3/steps8", "v3/steps32", "v4/steps8", "v4/steps32",
+    ]  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("selectors", "expected"),
+    [
+        (None, ["v2/batch1", "v2ProPlus/batch1", "v3/steps8", "v3/steps32", "v4/steps8", "v4/steps32"]),
+        ("  ", ["v2/batch1", "v2ProPlus/batch1", "v3/steps8", "v3/steps32", "v4/steps8", "v4/steps32"]),
+        # A version selects all its rows, and only its own: "v2" is not a prefix match for v2ProPlus.
+        ("v2", ["v2/batch1"]),
+        ("v4", ["v4/steps8", "v4/steps32"]),
+        # Row names and versions mix; the run order is the plan's, not the argument's.
+        ("v4/steps8, v2ProPlus,v3/steps32", ["v2ProPlus/batch1", "v3/steps32", "v4/steps8"]),
+        ("v3,v3/steps8", ["v3/steps8", "v3/steps32"]),
+    ],
+)
+def test_select_cases(bench, selectors, expected):
+    available = bench.all_cases([1], [8, 32])
+    assert bench.select_cases(available, selectors) == expected
+
+
+def test_unknown_case_is_refused(bench):
+    available = bench.all_cases([1, 8], [8, 32])
+    with pytest.raises(ValueError, match="v5, v9/steps8"):
+        bench.select_cases(available, "v4,v9/steps8,v5")
+    with pytest.raises(ValueError, match="v3/steps16"):  # a step count not in --steps
+        bench.select_cases(available, "v3/steps16")
+
+
+def test_main_rejects_unknown_case_before_building_models(bench, capsys):
+    with pytest.raises(SystemExit):
+        bench.main(["--cases", "v7"])
+    assert "unknown case(s) v7" in capsys.readouterr().err
+
+
+# --------------------------------------------------------------------------- --compare table
+
+
+def _row(gpt_tokens_per_s: float, rtf: float, **extra) -> dict:
+    return {"tokens": 150, "gpt_s": 1.0, "gpt_tokens_per_s": gpt_tokens_per_s, "sovits_s": 2.0,
+            "audio_s": 6.0, "rtf": rtf, **extra}  # fmt: skip
+
+
+def test_compare_against_an_old_file_marks_new_rows(bench, tmp_path):
+    old = tmp_path / "old.json"  # the format saved before v3/v4 rows existed
+    old.write_text(json.dumps({"meta": {"device": "cpu"}, "results": {"v2/batch1": _row(100.0, 0.5)}}))
+    baseline = json.loads(old.read_text())["results"]
+    results = {
+        "v2/batch1": _row(150.0, 0.25),
+        "v4/steps8": _row(50.0, 4.0, cfm_s=30.5, vocoder_s=4.25, sample_steps=8),
+    }
+    header, v2_line, v4_line = bench.format_table(results, baseline)
+    assert header.split()[-4:] == ["tok/s", "vs", "RTF", "vs"]
+    assert v2_line.split()[-2:] == ["1.50x", "2.00x"]  # 1.5x the tokens/s, half the RTF
+    assert v2_line.split()[5:7] == ["-", "-"]  # no CFM / vocoder stage in a v2 row
+    assert v4_line.split()[5:7] == ["30.50", "4.25"]
+    assert v4_line.split()[-1] == "new"
+
+
+def test_table_without_baseline_has_no_ratio_columns(bench):
+    header, line = bench.format_table({"v3/steps32": _row(40.0, 9.0, cfm_s=1.0, vocoder_s=2.0)})
+    assert "vs" not in header and "new" not in line
+    assert line.split()[0] == "v3/steps32" and line.split()[-1] == "9.000"
+
+
+# --------------------------------------------------------------------------- a v3/v4 row, tiny models
+
+
+def _tiny_decoder() -> VocoderDecoder:
+    torch.manual_seed(0)
+    config = SoVITSV3Config(
+        version="v4", n_symbols=732, hidden_channels=16, filter_channels=32, n_heads=2, n_layers=2,
+        kernel_size=3, inter_channels=16, gin_channels=512,  # MRTE adds ge to its 512-wide hidden state
+        dit=DiTConfig(dim=32, depth=1, heads=2, head_dim=16, text_conv_layers=1),
+    )  # fmt: skip
+    vocoder = HiFiGANVocoderV4(HiFiGANV4Config(upsample_initial_channel=64, resblock_kernel_sizes=(3,),
+                                               resblock_dilation_sizes=((1,),)))  # fmt: skip
+    return VocoderDecoder(SoVITSV3(config).eval(), vocoder.eval())
+
+
+def test_vocoder_row_times_the_service_decoder(bench, conformance, monkeypatch):
+    monkeypatch.setenv("GSV_CONFORMANCE_DIR", str(conformance))
+    t2s = bench.build_t2s("cpu", torch.float32, layout_name="s1_v2_tiny")
+    decoder = _tiny_decoder()
+    data = {"filter_length": 2048, "sampling_rate": 32000, "hop_length": 640}
+    with torch.inference_mode():
+        row = bench.run_vocoder_case(t2s, decoder, 2, 20, "cpu", data, prompt_tokens=50)
+
+    assert row["tokens"] == 20  # EOS disabled: exactly the tokens asked for
+    assert row["audio_s"] == pytest.approx(20 / 25)  # v4: 4 mel frames of 480 samples at 48 kHz per code
+    assert row["sample_steps"] == 2
+    assert row["cfm_s"] > 0 and row["vocoder_s"] > 0
+    assert row["cfm_s"] + row["vocoder_s"] <= row["sovits_s"]
+    assert row["rtf"] == pytest.approx((row["gpt_s"] + row["sovits_s"]) / row["audio_s"])
+    # The stage timers are gone afterwards: the models are left as built.
+    assert "inference" not in vars(decoder.model.cfm) and "forward" not in vars(decoder.vocoder)
