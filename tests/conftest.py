@@ -112,3 +112,26 @@ def corpus_language_pieces(lang: str, versions: tuple[str, ...] = ("v1", "v2")) 
                 if piece["lang"] == lang:
                     found.setdefault((case["version"], piece["text"]), (case["id"], case["version"], piece))
     return list(found.values())
+
+
+def write_bandwidth_extension(folder: Path, *, channels: int = 512, layers: int = 8, seed: int = 0) -> Path:
+    """Random AP-BWE weights in the official format: ``g_24kto48k.zip`` (``torch.save`` of
+    ``{"generator": state_dict}``) and ``config.json`` (AP-BWE's training config keys). Returns ``folder``."""
+    import torch
+
+    from app.engine.models.bandwidth_extension import BandwidthExtensionConfig, BandwidthExtensionNet
+
+    config = {
+        "ConvNeXt_channels": channels, "ConvNeXt_layers": layers, "n_fft": 1024, "hop_size": 80,
+        "win_size": 320, "hr_sampling_rate": 48000, "lr_sampling_rate": 24000, "segment_size": 8000,
+        "subsampling_rate": 2, "batch_size": 16, "learning_rate": 0.0002,
+    }  # fmt: skip
+    torch.manual_seed(seed)
+    net = BandwidthExtensionNet(BandwidthExtensionConfig.from_json(config))
+    with torch.no_grad():
+        for parameter in net.parameters():
+            parameter.copy_(torch.randn_like(parameter) * 0.02)
+    folder.mkdir(parents=True, exist_ok=True)
+    torch.save({"generator": net.state_dict()}, folder / "g_24kto48k.zip")
+    (folder / "config.json").write_text(json.dumps(config), encoding="utf-8")
+    return folder

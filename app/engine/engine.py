@@ -19,11 +19,13 @@ from app.engine.demo_weights import README_NAME as DEMO_MARKER
 from app.engine.demo_weights import write_demo_weights
 from app.engine.jobs import SynthesisCancelled, SynthesisJob
 from app.engine.model_cache import ModelCache
+from app.engine.models.bandwidth_extension import BandwidthExtender
 from app.engine.models.sovits import SoVITSSynthesizer
 from app.engine.models.sovits_v3 import SoVITSV3
 from app.engine.models.t2s import T2SModel
 from app.engine.pipeline import PromptTextRequired, synthesize
 from app.engine.registry import (
+    BANDWIDTH_EXTENSION_DIR,
     ModelVersion,
     WeightRegistry,
     gpt_symbol_version,
@@ -138,6 +140,7 @@ class Engine:
         )
         self._shared: SharedModels | None = None
         self._vocoders: dict[str, Vocoder] = {}  # v3 / v4 vocoder, loaded once, shared by their voices
+        self._bandwidth_extender: BandwidthExtender | None = None  # v3 super_sampling, loaded on first use
         self._shared_lock = threading.Lock()
         self._choice_lock = threading.Lock()
         self.current_gpt: GptChoice | None = None
@@ -248,6 +251,33 @@ class Engine:
                         "see weights/README.md for where it goes"
                     ) from None
             return self._vocoders[model_version]
+
+    @property
+    def bandwidth_extension_dir(self) -> Path:
+        return Path(self.settings.weights_root) / BANDWIDTH_EXTENSION_DIR
+
+    def _check_bandwidth_extension(self) -> None:
+        """409 now (in the request) when super_sampling is asked for and its model is not installed."""
+        folder = self.bandwidth_extension_dir
+        missing = [name for name in ("g_24kto48k.zip", "config.json") if not (folder / name).is_file()]
+        if missing:
+            raise ServiceError(
+                f"super_sampling needs upstream's AP-BWE model: {' and '.join(missing)} missing from "
+                f"{BANDWIDTH_EXTENSION_DIR}/ in the weights root (see weights/README.md); "
+                "send super_sampling=false for 24 kHz audio",
+                code="super_sampling_model_missing",
+                status_code=409,
+            )
+
+    def _loaded_bandwidth_extender(self) -> BandwidthExtender:
+        with self._shared_lock:
+            if self._bandwidth_extender is None:
+                try:
+                    self._bandwidth_extender = BandwidthExtender.from_folder(self.bandwidth_extension_dir, self.device)
+                except (OSError, CheckpointError) as exc:
+                    raise MissingWeights(f"the AP-BWE super-sampling model cannot be loaded ({exc})") from None
+                log.info("loaded the AP-BWE super-sampling model from %s", BANDWIDTH_EXTENSION_DIR)
+            return self._bandwidth_extender
 
     def _shared_models(self, with_speaker: bool) -> SharedModels:
         """HuBERT and BERT (and the speaker encoder once a v2Pro voice needs it), loaded once."""
@@ -367,13 +397,9 @@ class Engine:
                 code="prompt_text_required",
             )
         if job.super_sampling and version.model == "v3":
-            # Upstream upsamples v3's 24 kHz output with its AP_BWE model; that is not built yet, and
-            # answering 24 kHz audio to a request that asked for 48 kHz would hide it.
-            raise ServiceError(
-                "super_sampling (24 kHz -> 48 kHz for v3) is not available in this release; send it as false",
-                code="super_sampling_unavailable",
-                status_code=409,
-            )
+            # Upstream silently answers 24 kHz when the model is missing; a request that asked for
+            # 48 kHz gets a clear refusal instead.
+            self._check_bandwidth_extension()
         assert self.scheduler is not None, "engine not started"
         try:
             future = self.scheduler.submit(request_id_var.get(), (job, gpt, sovits), batch_key=(gpt, sovits))
@@ -397,7 +423,9 @@ class Engine:
             token = request_id_var.set(ticket.request_id)
             try:
                 voice = self._voices.get((gpt, sovits))
-                result = synthesize(job, voice, should_stop=ticket.should_stop)
+                super_sample = job.super_sampling and voice.model_version == "v3"
+                extender = self._loaded_bandwidth_extender() if super_sample else None
+                result = synthesize(job, voice, should_stop=ticket.should_stop, bandwidth_extender=extender)
                 wav = encode_wav(result.audio, result.sample_rate)
                 seconds = len(result.audio) / result.sample_rate
                 log.info("synthesised %.2f s of audio at %d Hz (seed %d)", seconds, result.sample_rate, result.seed)

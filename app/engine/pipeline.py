@@ -10,8 +10,9 @@ Upstream's ``TTS.run`` (non-streaming) for v1/v2/v2Pro/v2ProPlus, stage by stage
 3. text: cut into pieces (the frontend), each with phones and BERT features;
 4. batches: pieces grouped by :func:`plan_batches` (bucketing by length when ``split_bucket``);
 5. per batch: GPT decode (parallel or sequential) → semantic tokens → decoder → one waveform per piece;
-6. assembly in text order: each piece peak-limited and followed by ``fragment_interval`` of silence,
-   then int16.
+6. assembly in text order: each piece peak-limited and followed by ``fragment_interval`` of silence;
+   for v3 with ``super_sampling``, the whole waveform is extended 24 -> 48 kHz (AP-BWE) and peak-limited
+   again; then int16.
 
 v3/v4 voices take the same path; only their decoder differs (:class:`~app.engine.voice.VocoderDecoder`:
 content features -> flow-matching sampler with ``sample_steps`` -> vocoder, at the vocoder's rate). As
@@ -34,8 +35,9 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from app.engine.audio import assemble_fragments, silence_samples, to_int16
+from app.engine.audio import assemble_fragments, peak_limited, silence_samples, to_int16
 from app.engine.jobs import SynthesisCancelled, SynthesisJob, as_reference
+from app.engine.models.bandwidth_extension import BandwidthExtender
 from app.engine.models.t2s import DecodeCancelled
 from app.engine.text.cut import SPLITS
 from app.engine.text.preprocess import Segment, phones_for_piece, preprocess
@@ -137,11 +139,13 @@ def synthesize(
     on_progress: ProgressCallback | None = None,
     generator: torch.Generator | None = None,
     start_noise: StartNoise | None = None,
+    bandwidth_extender: BandwidthExtender | None = None,
 ) -> SynthesisResult:
     """Run one job. ``should_stop`` is polled at every GPT decode step and between stages; when it
     returns True, :class:`SynthesisCancelled` is raised. ``generator`` replaces the one seeded from
     the job (the reported seed is still the job's). ``start_noise`` (v3/v4, for tests) supplies the
-    sampler's start noise per call instead of drawing it from the generator.
+    sampler's start noise per call instead of drawing it from the generator. ``bandwidth_extender``: the
+    AP-BWE model, needed when a v3 job asks for ``super_sampling`` (ignored for other versions, as upstream).
 
     Raises ``TextRejected`` (nothing readable in the text), ``ReferenceAudioError`` (bad or too
     short/long reference), :class:`PromptTextRequired` (v3/v4 without prompt text) and ValueError for
@@ -159,6 +163,9 @@ def synthesize(
             f"{voice.model_version} models need the reference's text: set prompt_text (prompt-free mode "
             "is only available for v2 and later models that do not use a vocoder)"
         )
+    super_sample = job.super_sampling and voice.model_version == "v3"
+    if super_sample and bandwidth_extender is None:
+        raise ValueError("super_sampling needs the AP-BWE model (bandwidth_extender)")
     seed = resolve_seed(job.requested_seed)
     if generator is None:
         generator = torch.Generator(device=voice.device).manual_seed(seed)
@@ -238,13 +245,22 @@ def synthesize(
     # 6. assembly. Quirk kept: the pause length uses the SoVITS model's rate (upstream does so even for
     # v3/v4, whose vocoder output rate differs).
     pause = silence_samples(voice.model_sample_rate, job.fragment_interval)
-    audio = to_int16(assemble_fragments([f for f in fragments if f is not None], pause))
+    waveform = assemble_fragments([f for f in fragments if f is not None], pause)
+    sample_rate = voice.sample_rate
+    if super_sample:
+        assert bandwidth_extender is not None
+        check_stop()
+        extended = bandwidth_extender.extend(torch.from_numpy(waveform), sample_rate)
+        waveform = peak_limited(extended.cpu().numpy())
+        sample_rate = bandwidth_extender.cfg.output_rate
+    audio = to_int16(waveform)
     log.info(
-        "synthesised %.2f s of audio in %.2f s",
-        audio.shape[0] / voice.sample_rate,
+        "synthesised %.2f s of audio at %d Hz in %.2f s",
+        audio.shape[0] / sample_rate,
+        sample_rate,
         time.perf_counter() - started,
     )
-    return SynthesisResult(sample_rate=voice.sample_rate, audio=audio, seed=seed)
+    return SynthesisResult(sample_rate=sample_rate, audio=audio, seed=seed)
 
 
 def _decode_tokens(

@@ -41,6 +41,8 @@ BERT_DIR = f"{PRETRAINED}/chinese-roberta-wwm-ext-large"
 SV_CHECKPOINT = f"{PRETRAINED}/sv/pretrained_eres2netv2w24s4ep4.ckpt"
 BIGVGAN_V3_DIR = f"{PRETRAINED}/models--nvidia--bigvgan_v2_24khz_100band_256x"
 VOCODER_V4 = f"{PRETRAINED}/gsv-v4-pretrained/vocoder.pth"
+# v3's optional 24 -> 48 kHz upsampler (super_sampling): g_24kto48k.zip + config.json.
+BANDWIDTH_EXTENSION_DIR = "tools/AP_BWE_main/24kto48k"
 G2PW_DIR = "GPT_SoVITS/text/G2PWModel"
 
 MODEL_VERSIONS = ("v1", "v2", "v3", "v4", "v2Pro", "v2ProPlus")

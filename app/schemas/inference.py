@@ -52,7 +52,14 @@ class InferenceParams(BaseModel):
         32, description="Flow-matching steps, one of 4, 8, 16, 32, 64, 128 (v3/v4 only; ignored otherwise).",
         json_schema_extra={"enum": list(SAMPLE_STEPS)},
     )
-    super_sampling: bool = Field(False, description="v3 only; ignored otherwise.")
+    super_sampling: bool = Field(
+        False,
+        description=(
+            "v3 only: extend the 24 kHz output to 48 kHz with upstream's AP-BWE model "
+            "(tools/AP_BWE_main/24kto48k/ in the weights root; 409 super_sampling_model_missing without it). "
+            "Ignored for other versions."
+        ),
+    )
     gpt_weights: str | None = Field(None, description="GPT name for this request only (default: the current one).")
     sovits_weights: str | None = Field(None, description="SoVITS name for this request only (default: current).")
 

@@ -1,6 +1,7 @@
 """v3/v4 over HTTP on the corpus's full-size random weights: choosing a v3 base, a v3 LoRA and a v4 LoRA,
-/inference at 24 kHz (v3) and 48 kHz (v4) with the requested sample_steps, and the refusals (LoRA
-without its base: 409; prompt-free: 422). One model in memory at a time."""
+/inference at 24 kHz (v3), 48 kHz (v4) and 48 kHz (v3 with super_sampling) with the requested
+sample_steps, and the refusals (LoRA without its base: 409; prompt-free: 422; super_sampling without
+the AP-BWE model: 409). One model in memory at a time."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ from fastapi.testclient import TestClient
 
 from app.engine.models.cfm import FlowMatchingSampler
 from app.engine.registry import (
+    BANDWIDTH_EXTENSION_DIR,
     BERT_DIR,
     BIGVGAN_V3_DIR,
     HUBERT_DIR,
@@ -25,7 +27,7 @@ from app.engine.registry import (
 )
 from app.main import create_app
 from app.settings import Settings
-from tests.conftest import conformance_dir, generate_weights
+from tests.conftest import conformance_dir, generate_weights, write_bandwidth_extension
 
 pytestmark = pytest.mark.fullsize
 
@@ -148,7 +150,16 @@ def test_lora_without_its_base_is_409(tmp_path):
     assert PRETRAINED_SOVITS["v3"] in r.json()["error"]["message"]
 
 
-def test_super_sampling_on_v3_is_refused_until_it_exists(client):
-    r = _infer(client, PRETRAINED_SOVITS["v3"], super_sampling="true")
+def test_super_sampling_on_v3_answers_48k_with_the_ap_bwe_model_and_409_without(client, weights_root):
+    r = _infer(client, PRETRAINED_SOVITS["v3"], super_sampling="true", sample_steps=4)
     assert r.status_code == 409
-    assert r.json()["error"]["code"] == "super_sampling_unavailable"
+    error = r.json()["error"]
+    assert error["code"] == "super_sampling_model_missing"
+    assert BANDWIDTH_EXTENSION_DIR in error["message"]
+
+    write_bandwidth_extension(weights_root / BANDWIDTH_EXTENSION_DIR, seed=3)  # official size, random
+    r = _infer(client, PRETRAINED_SOVITS["v3"], super_sampling="true", sample_steps=4)
+    assert r.status_code == 200, r.text
+    audio, rate = sf.read(io.BytesIO(r.content), dtype="int16")
+    assert rate == int(r.headers["x-sample-rate"]) == 48000
+    assert len(audio) > 0

@@ -130,6 +130,52 @@ def test_parallel_mode_keeps_text_order_in_batches():
     assert pieces == expected
 
 
+# --------------------------------------------------------------------------- super-sampling (v3)
+
+
+@pytest.fixture(scope="module")
+def extender(tmp_path_factory):
+    from app.engine.models.bandwidth_extension import BandwidthExtender
+    from tests.conftest import write_bandwidth_extension
+
+    return BandwidthExtender.from_folder(write_bandwidth_extension(tmp_path_factory.mktemp("bwe"), channels=16, layers=1))
+
+
+def test_super_sampling_extends_v3_audio_to_48k(extender):
+    plain = synthesize(_job(), FakeV3Voice())
+    result = synthesize(_job(super_sampling=True), FakeV3Voice(), bandwidth_extender=extender)
+    assert plain.sample_rate == 24000 and result.sample_rate == 48000
+    hop = extender.cfg.hop_size
+    assert len(result.audio) == 2 * len(plain.audio) // hop * hop
+    assert np.abs(result.audio.astype(np.int32)).max() <= 32767
+
+
+def test_super_sampled_audio_is_peak_limited(extender):
+    class Loud:
+        cfg = extender.cfg
+
+        def extend(self, audio, rate):
+            return torch.cat([audio, audio]) * 7.0
+
+    result = synthesize(_job(super_sampling=True), FakeV3Voice(), bandwidth_extender=Loud())
+    assert result.audio.max() == 32767  # the loudest sample lands at full scale, no wrap-around
+
+
+def test_super_sampling_needs_the_model_for_v3_and_is_ignored_for_v4():
+    with pytest.raises(ValueError, match="bandwidth_extender"):
+        synthesize(_job(super_sampling=True), FakeV3Voice())
+    result = synthesize(_job(super_sampling=True), _v4())
+    assert result.sample_rate == 48000
+    np.testing.assert_array_equal(result.audio, synthesize(_job(), _v4()).audio)
+
+
+def _v4() -> FakeV3Voice:
+    voice = FakeV3Voice()
+    voice.model_version = "v4"
+    voice.decoder.sample_rate = 48000
+    return voice
+
+
 # --------------------------------------------------------------------------- cross-fade
 
 
