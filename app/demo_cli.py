@@ -9,9 +9,16 @@ from __future__ import annotations
 import argparse
 import time
 
-from app.engine.demo_weights import DEMO_VERSIONS, README_NAME, WriteResult, write_demo_weights
+from app.engine.demo_weights import (
+    DEFAULT_DEMO_VERSIONS,
+    DEMO_VERSIONS,
+    README_NAME,
+    WriteResult,
+    write_demo_weights,
+)
 
-FUTURE_VERSIONS = ("v3", "v4")  # need a CFM and a vocoder; a later release adds their demo voices
+# Versions without a demo voice yet, and why.
+FUTURE_VERSIONS = {"v3": "its vocoder (BigVGAN, in NVIDIA's folder format) has no small demo version yet"}
 
 
 def _versions(text: str) -> list[str]:
@@ -20,7 +27,9 @@ def _versions(text: str) -> list[str]:
         raise argparse.ArgumentTypeError("give at least one version")
     for version in versions:
         if version in FUTURE_VERSIONS:
-            raise argparse.ArgumentTypeError(f"demo weights for {version} are not available yet")
+            raise argparse.ArgumentTypeError(
+                f"demo weights for {version} are not available yet: {FUTURE_VERSIONS[version]}"
+            )
         if version not in DEMO_VERSIONS:
             raise argparse.ArgumentTypeError(
                 f"unknown version {version!r} (choose from {', '.join(DEMO_VERSIONS)})"
@@ -41,8 +50,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--versions",
         type=_versions,
-        default=list(DEMO_VERSIONS),
-        help=f"comma-separated model versions to write a demo voice for (default {','.join(DEMO_VERSIONS)})",
+        default=list(DEFAULT_DEMO_VERSIONS),
+        help=(
+            f"comma-separated model versions to write a demo voice for, from {','.join(DEMO_VERSIONS)} "
+            f"(default {','.join(DEFAULT_DEMO_VERSIONS)})"
+        ),
     )
     return parser.parse_args(argv)
 

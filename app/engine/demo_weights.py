@@ -5,18 +5,21 @@ downloading anything.
 on-disk formats and at upstream's paths (see ``app.engine.registry``):
 
 - one demo voice per model version: a SoVITS ``.pth`` in ``SoVITS_weights*/`` and a GPT ``.ckpt`` in
-  ``GPT_weights*/`` (v2Pro/v2ProPlus GPTs use the v2 symbol table, as upstream's s1v3.ckpt does);
-- the shared models: HuBERT and the Chinese BERT (tiny Hugging Face folders) and, when a v2Pro or
+  ``GPT_weights*/`` (v2Pro/v2ProPlus/v4 GPTs use the v2 symbol table, as upstream's s1v3.ckpt does).
+  The v4 voice is what upstream's LoRA training writes: a LoRA file (header ``04``, ``lora_rank``)
+  that is merged into the pretrained v4 base at load time;
+- the shared models: HuBERT and the Chinese BERT (tiny Hugging Face folders); when a v2Pro or
   v2ProPlus voice is asked for, the speaker-verification checkpoint (its architecture is fixed, so it
-  is full size).
+  is full size); when the v4 voice is asked for, the v4 base ``s2Gv4.pth`` and the 48 kHz vocoder.
 
 The weights are random, so the voices produce noise, not speech; they exist to exercise the whole
 pipeline. Everything is drawn from ``torch.Generator``s seeded from one ``seed``, so the same seed
 gives byte-identical files. Files are written atomically, and an existing file is kept unless
 ``force`` is set, so running again over a folder (even a real install) never breaks it.
 
-v3/v4 voices (CFM + vocoder) come later; they slot in as a version in ``DEMO_VERSIONS``, a SoVITS
-builder for ``_sovits_file`` and their vocoder in ``_shared_files``.
+The v4 files are small because our loaders read the DiT's depth and width, the width and depth of
+the ``wns1`` encoder and the vocoder's width from the weights (upstream hard-codes them). A v3 voice
+would need a small BigVGAN in NVIDIA's folder format; it does not exist yet.
 """
 
 from __future__ import annotations
@@ -36,18 +39,29 @@ from typing import Any
 import torch
 from torch import nn
 
+from app.engine.models.dit import DiTConfig
 from app.engine.models.sovits import SoVITSConfig, SoVITSSynthesizer
+from app.engine.models.sovits_v3 import MEL_BINS, PEFT_CFM_PREFIX, SoVITSV3, SoVITSV3Config
 from app.engine.models.speaker import SpeakerEncoder
 from app.engine.models.t2s import T2SConfig, T2SModel
+from app.engine.models.vocoders import HiFiGANV4Config, HiFiGANVocoderV4
 from app.engine.registry import (
     BERT_DIR,
     GPT_DIR_BY_VERSION,
     HUBERT_DIR,
+    PRETRAINED_SOVITS,
     SOVITS_DIR_BY_VERSION,
     SV_CHECKPOINT,
+    VOCODER_V4,
 )
 
-DEMO_VERSIONS: tuple[str, ...] = ("v1", "v2", "v2Pro", "v2ProPlus")
+DEMO_VERSIONS: tuple[str, ...] = ("v1", "v2", "v2Pro", "v2ProPlus", "v4")
+# What is written when no versions are named (``gsv-demo-weights DIR``, ``gsv-server --demo-if-empty``).
+# Not v4 yet: its base s2Gv4.pth is listed first, so it is the service's default SoVITS pick, and the
+# engine's quick version check reads a small headerless file by its size (as v1) instead of by its
+# pretrained path. Once the engine passes the path (registry.sovits_version_from_file's
+# ``pretrained_as``), this can be DEMO_VERSIONS.
+DEFAULT_DEMO_VERSIONS: tuple[str, ...] = ("v1", "v2", "v2Pro", "v2ProPlus")
 README_NAME = "DEMO_WEIGHTS.txt"
 
 # Phone-embedding rows of upstream's GPT configs: v1 GPTs have 512 (room for the 322 v1 symbols),
@@ -56,7 +70,10 @@ GPT_PHONE_VOCAB = {"v1": 512, "v2": 732}
 SOVITS_SYMBOLS = {"v1": 322, "v2": 732}
 # Upstream writes this 2-byte header over the zip's "PK" for these versions (process_ckpt.my_save2);
 # v1/v2 fine-tunes stay plain zips.
-SOVITS_HEADERS = {"v2Pro": b"05", "v2ProPlus": b"06"}
+SOVITS_HEADERS = {"v2Pro": b"05", "v2ProPlus": b"06", "v4": b"04"}
+# Versions whose demo voice is a LoRA fine-tune on top of the pretrained base.
+LORA_VERSIONS = ("v4",)
+DEMO_LORA_RANK = 8
 # Short decodes: the GPT stops after 50 * max_sec tokens by default.
 DEMO_MAX_SEC = 2
 
@@ -73,6 +90,7 @@ class DemoVoice:
     version: str
     sovits: str
     gpt: str
+    base: str | None = None  # the pretrained model a LoRA fine-tune is merged into
 
     @property
     def symbols(self) -> str:
@@ -80,13 +98,17 @@ class DemoVoice:
 
 
 def demo_voice(version: str) -> DemoVoice:
-    """The file names upstream's training would give a voice called ``demo_<version>``."""
+    """The file names upstream's training would give a voice called ``demo_<version>`` (LoRA files
+    end in ``_l<rank>``)."""
     if version not in DEMO_VERSIONS:
         raise ValueError(f"no demo voice for {version!r}; available: {', '.join(DEMO_VERSIONS)}")
+    lora = version in LORA_VERSIONS
+    rank = f"_l{DEMO_LORA_RANK}" if lora else ""
     return DemoVoice(
         version=version,
-        sovits=f"{SOVITS_DIR_BY_VERSION[version]}/demo_{version}_e8_s200.pth",
+        sovits=f"{SOVITS_DIR_BY_VERSION[version]}/demo_{version}_e8_s200{rank}.pth",
         gpt=f"{GPT_DIR_BY_VERSION[version]}/demo_{version}-e15.ckpt",
+        base=PRETRAINED_SOVITS[version] if lora else None,
     )
 
 
@@ -278,7 +300,7 @@ SOVITS_GAINS: tuple[tuple[str, float], ...] = (
 # Upstream wraps these layers in weight_norm, so its files store each weight as weight_g + weight_v.
 _WEIGHT_NORMED = re.compile(
     r"^(dec\.ups\.\d+|dec\.resblocks\.\d+\.convs[12]\.\d+"
-    r"|flow\.flows\.\d+\.enc\.(in_layers\.\d+|res_skip_layers\.\d+|cond_layer))\.weight$"
+    r"|(flow\.flows\.\d+|wns1)\.enc\.(in_layers\.\d+|res_skip_layers\.\d+|cond_layer))\.weight$"
 )
 # Our flattened module names -> upstream's (the inverse of sovits.convert_upstream_state's renames).
 _TO_UPSTREAM: tuple[tuple[re.Pattern[str], Callable[[re.Match[str]], str] | str], ...] = tuple(
@@ -292,6 +314,17 @@ _TO_UPSTREAM: tuple[tuple[re.Pattern[str], Callable[[re.Match[str]], str] | str]
         (r"^ref_enc\.attn_out\.", "ref_enc.slf_attn.fc."),
         (r"^ref_enc\.(w_qs|w_ks|w_vs)\.", r"ref_enc.slf_attn.\1."),
         (r"^ref_enc\.out\.", "ref_enc.fc.fc."),
+        # v3/v4 DiT: the wrappers we flattened (the inverse of sovits_v3.convert_v3_state's renames).
+        (r"^(cfm\.estimator\.transformer_blocks\.\d+\.attn_norm)\.", r"\1.linear."),
+        (r"^(cfm\.estimator\.transformer_blocks\.\d+\.attn\.to_out)\.", r"\1.0."),
+        (r"^(cfm\.estimator\.transformer_blocks\.\d+\.ff)\.0\.", r"\1.ff.0.0."),
+        (r"^(cfm\.estimator\.transformer_blocks\.\d+\.ff)\.2\.", r"\1.ff.2."),
+        (r"^cfm\.estimator\.norm_out\.", "cfm.estimator.norm_out.linear."),
+        (
+            r"^cfm\.estimator\.input_embed\.conv_pos_embed\.",
+            "cfm.estimator.input_embed.conv_pos_embed.conv1d.",
+        ),
+        (r"^cfm\.estimator\.rotary_inv_freq$", "cfm.estimator.rotary_embed.inv_freq"),
     )
 )
 
@@ -371,6 +404,146 @@ def build_speaker_state(seed: int) -> dict[str, torch.Tensor]:
     randomize(head, generator)
     state.update({f"seg_1.{k}": v for k, v in head.state_dict().items()})
     return state
+
+
+# --------------------------------------------------------------------------- v4: LoRA voice, base, vocoder
+
+# Small sizes for the parts upstream hard-codes (it builds a 22 x 1024 DiT, a 512-wide 8-layer wns1
+# and a 512-wide vocoder); our loaders read these back from the weights.
+DEMO_V4_FEATURES = 128  # bridge / wns1 width = the DiT's content width
+DEMO_V4_WNS1_LAYERS = 2
+DEMO_V4_DIT = DiTConfig(dim=128, depth=2, heads=2, mel_dim=MEL_BINS, text_dim=DEMO_V4_FEATURES)
+DEMO_V4_VOCODER = HiFiGANV4Config(upsample_initial_channel=64)
+# Upstream's v3/v4 SynthesizerTrnV3 modules, in the order it defines them (the order of its files).
+_V3_MODULE_ORDER = ("enc_p", "ref_enc", "ssl_proj", "quantizer", "bridge", "wns1", "linear_mel", "cfm")
+# What upstream's LoRA training saves besides the LoRA matrices: every parameter that trains
+# (freeze_quantizer keeps ssl_proj, quantizer and enc_p fixed; peft freezes the CFM's own weights)
+# and every buffer (the codebook statistics and the rotary frequencies).
+_LORA_FILE_KEYS = re.compile(
+    r"^(ref_enc|bridge|wns1|linear_mel)\.|^quantizer\.vq\.layers\.|^cfm\.estimator\.rotary_embed\.inv_freq$"
+)
+# peft's LoRA targets inside each DiT block (upstream s2_train_v3_lora.py target_modules).
+_LORA_TARGETS = ("to_q", "to_k", "to_v", "to_out.0")
+# The vocoder is a HiFi-GAN stack like the v1/v2 decoder, so it gets that decoder's gains.
+VOCODER_GAINS: tuple[tuple[str, float], ...] = (
+    (r"^resblocks\.\d+\.convs1\.", 1.4),
+    (r"^resblocks\.\d+\.convs2\.", 0.4),
+    (r"^conv_post\.", 0.25),
+    (r"^ups\.", 1.2),
+)
+
+
+def sovits_v4_config(*, lora: bool) -> dict[str, Any]:
+    """The training config upstream embeds in a v4 file: the v2 layout with version v4 (the model
+    block keeps the v2 decoder keys that v4's own config still carries); a LoRA file's also names
+    its rank and base."""
+    config = sovits_config("v4")
+    if lora:
+        config["train"]["lora_rank"] = str(DEMO_LORA_RANK)  # a string, as upstream's UI passes it
+        config["train"]["pretrained_s2G"] = PRETRAINED_SOVITS["v4"]
+    return config
+
+
+def _v4_model(seed: int) -> SoVITSV3:
+    """A random small v4 synthesizer (our module names)."""
+    model_config = sovits_config("v4")["model"]
+    cfg = SoVITSV3Config(
+        version="v4",
+        n_symbols=SOVITS_SYMBOLS["v2"],
+        hidden_channels=model_config["hidden_channels"],
+        filter_channels=model_config["filter_channels"],
+        n_heads=model_config["n_heads"],
+        n_layers=model_config["n_layers"],
+        kernel_size=model_config["kernel_size"],
+        inter_channels=model_config["inter_channels"],
+        gin_channels=model_config["gin_channels"],  # 512: MRTE adds ge to its 512 hidden channels
+        feature_channels=DEMO_V4_FEATURES,
+        wns1_layers=DEMO_V4_WNS1_LAYERS,
+        dit=DEMO_V4_DIT,
+    )
+    model = SoVITSV3(cfg)
+    randomize(model, torch.Generator().manual_seed(seed), SOVITS_GAINS)
+    with torch.no_grad():
+        # Not a weight but a table (upstream's persistent rotary buffer): x-transformers' frequencies.
+        head_dim = DEMO_V4_DIT.head_dim
+        model.cfm.estimator.rotary_inv_freq.copy_(
+            1.0 / 10000 ** (torch.arange(0, head_dim, 2).float() / head_dim)
+        )
+    return model
+
+
+def to_upstream_v3_state(model: SoVITSV3, generator: torch.Generator) -> dict[str, torch.Tensor]:
+    """The state dict an upstream ``SynthesizerTrnV3`` of this size saves, float16, in its order.
+
+    Upstream also has two layers inference never uses, which our model drops: the prior's mean/log-std
+    projection ``enc_p.proj`` and the training-time mel head ``linear_mel``; they are drawn from
+    ``generator`` so that the file holds every key upstream's strict loaders expect.
+    """
+    cfg = model.config
+    state = to_upstream_sovits_state(model.state_dict())
+    unused = nn.ModuleDict(
+        {
+            "proj": nn.Conv1d(cfg.hidden_channels, 2 * cfg.inter_channels, 1),
+            "linear_mel": nn.Conv1d(cfg.feature_channels, MEL_BINS, 1),
+        }
+    )
+    randomize(unused, generator)
+    state.update({f"enc_p.proj.{k}": v for k, v in unused["proj"].state_dict().items()})
+    state.update({f"linear_mel.{k}": v for k, v in unused["linear_mel"].state_dict().items()})
+    # A stable sort by module keeps each module's own order and appends enc_p.proj to enc_p.
+    ordered = sorted(state, key=lambda key: _V3_MODULE_ORDER.index(key.partition(".")[0]))
+    return {key: state[key].half() for key in ordered}
+
+
+def build_v4_base_checkpoint(seed: int) -> dict[str, Any]:
+    """The pretrained v4 base ``s2Gv4.pth``: a plain ``savee``-style dict (upstream writes no header)."""
+    model = _v4_model(seed)
+    weight = to_upstream_v3_state(model, torch.Generator().manual_seed(derived_seed(seed, "unused layers")))
+    return {"weight": weight, "config": sovits_v4_config(lora=False), "info": "pretrained"}
+
+
+def build_v4_lora_checkpoint(seed: int) -> tuple[dict[str, Any], bytes]:
+    """A LoRA fine-tune of the base built from the same ``seed``, as upstream's LoRA trainer saves it.
+
+    The trainable tensors are the base's moved a little (what fine-tuning does), the buffers are the
+    base's, and each adapted DiT projection gets ``lora_A`` (rank x in) and ``lora_B`` (out x rank)
+    under peft's ``cfm.base_model.model.`` prefix. Returns the checkpoint and its header (``04``).
+    """
+    generator = torch.Generator().manual_seed(derived_seed(seed, "lora"))
+    base = build_v4_base_checkpoint(seed)["weight"]
+    weight: dict[str, torch.Tensor] = {}
+    for key, tensor in base.items():
+        if not _LORA_FILE_KEYS.search(key):
+            continue
+        is_trained = not key.startswith(("quantizer.", "cfm."))
+        if is_trained:
+            step = 0.05 * tensor.float().std() * torch.randn(tensor.shape, generator=generator)
+            tensor = (tensor.float() + step).half()
+        weight[PEFT_CFM_PREFIX + key[len("cfm.") :] if key.startswith("cfm.") else key] = tensor
+    dim = DEMO_V4_DIT.dim
+    for block in range(DEMO_V4_DIT.depth):
+        for target in _LORA_TARGETS:
+            stem = f"{PEFT_CFM_PREFIX}estimator.transformer_blocks.{block}.attn.{target}"
+            # peft starts B at zero; a trained file's B is small but not zero, so the merge shows.
+            down = torch.randn(DEMO_LORA_RANK, dim, generator=generator) / math.sqrt(dim)
+            up = 0.02 * torch.randn(dim, DEMO_LORA_RANK, generator=generator)
+            weight[f"{stem}.lora_A.default.weight"] = down.half()
+            weight[f"{stem}.lora_B.default.weight"] = up.half()
+    checkpoint = {
+        "weight": weight,
+        "config": sovits_v4_config(lora=True),
+        "info": "8epoch_200iteration",
+        "lora_rank": DEMO_LORA_RANK,
+    }
+    return checkpoint, SOVITS_HEADERS["v4"]
+
+
+def build_vocoder_v4_state(seed: int) -> dict[str, torch.Tensor]:
+    """A narrow v4 HiFi-GAN as upstream stores ``vocoder.pth``: a bare float32 state dict of plain
+    weights (upstream removes weight norm before saving it)."""
+    model = HiFiGANVocoderV4(DEMO_V4_VOCODER)
+    randomize(model, torch.Generator().manual_seed(seed), VOCODER_GAINS)
+    return dict(model.state_dict())
 
 
 # --------------------------------------------------------------------------- Hugging Face folders
@@ -491,6 +664,9 @@ class DemoFile:
     what: str
     write: Callable[[Path, int], None]  # (absolute path, derived seed)
     is_folder: bool = False
+    # The name the seed is derived from (default: the path). Files that must agree, a LoRA and the
+    # base it was trained from, share one.
+    seed_name: str | None = None
 
 
 def _gpt_file(version: str) -> DemoFile:
@@ -501,11 +677,42 @@ def _gpt_file(version: str) -> DemoFile:
 
 
 def _sovits_file(version: str) -> DemoFile:
+    if version in LORA_VERSIONS:
+        return _sovits_lora_file(version)
+
     def write(path: Path, seed: int) -> None:
         checkpoint, header = build_sovits_checkpoint(version, seed)
         _write_file_atomically(path, header + _torch_bytes(checkpoint)[2:])
 
     return DemoFile(demo_voice(version).sovits, f"SoVITS {version}", write)
+
+
+def _lora_seed_name(version: str) -> str:
+    return f"{version} base and LoRA"
+
+
+def _sovits_lora_file(version: str) -> DemoFile:
+    def write(path: Path, seed: int) -> None:
+        checkpoint, header = build_v4_lora_checkpoint(seed)
+        _write_file_atomically(path, header + _torch_bytes(checkpoint)[2:])
+
+    what = f"SoVITS {version} LoRA fine-tune, rank {DEMO_LORA_RANK}, on the {version} base"
+    return DemoFile(demo_voice(version).sovits, what, write, seed_name=_lora_seed_name(version))
+
+
+def _sovits_base_file(version: str) -> DemoFile:
+    def write(path: Path, seed: int) -> None:
+        _write_file_atomically(path, _torch_bytes(build_v4_base_checkpoint(seed)))
+
+    what = f"SoVITS {version} pretrained base, which LoRA fine-tunes are merged into"
+    return DemoFile(PRETRAINED_SOVITS[version], what, write, seed_name=_lora_seed_name(version))
+
+
+def _vocoder_v4_file() -> DemoFile:
+    def write(path: Path, seed: int) -> None:
+        _write_file_atomically(path, _torch_bytes(build_vocoder_v4_state(seed)))
+
+    return DemoFile(VOCODER_V4, "v4 vocoder, 48 kHz HiFi-GAN", write)
 
 
 def _speaker_file() -> DemoFile:
@@ -523,17 +730,19 @@ def _folder(relative: str, what: str, fill: Callable[[Path, int], None]) -> Demo
 
 
 def _shared_files(version: str) -> list[DemoFile]:
-    """The shared models a voice of ``version`` needs. (v3/v4 will add their vocoder here.)"""
+    """The shared models a voice of ``version`` needs, including a LoRA's base and a vocoder."""
     files = [
         _folder(HUBERT_DIR, "HuBERT", write_hubert),
         _folder(BERT_DIR, "Chinese BERT", write_bert),
     ]
     if version in ("v2Pro", "v2ProPlus"):
         files.append(_speaker_file())
+    if version == "v4":
+        files += [_sovits_base_file(version), _vocoder_v4_file()]
     return files
 
 
-def demo_files(versions: Iterable[str] = DEMO_VERSIONS) -> list[DemoFile]:
+def demo_files(versions: Iterable[str] = DEFAULT_DEMO_VERSIONS) -> list[DemoFile]:
     """Everything needed to run the demo voices of ``versions``: shared models first, each once."""
     versions = list(dict.fromkeys(versions))
     for version in versions:
@@ -552,8 +761,10 @@ layout. They produce noise, not speech. They only let you try the service end to
 
 Real weights go in the same layout (an upstream GPT-SoVITS install works as is):
   GPT_SoVITS/pretrained_models/   chinese-hubert-base/, chinese-roberta-wwm-ext-large/,
-                                  sv/pretrained_eres2netv2w24s4ep4.ckpt, the pretrained GPT/SoVITS files
-  SoVITS_weights*/                your SoVITS fine-tunes (*.pth), one folder per version
+                                  sv/pretrained_eres2netv2w24s4ep4.ckpt, the pretrained GPT/SoVITS files,
+                                  gsv-v4-pretrained/ (the v4 base s2Gv4.pth and vocoder.pth)
+  SoVITS_weights*/                your SoVITS fine-tunes (*.pth), one folder per version; v3/v4
+                                  LoRA fine-tunes load on top of their pretrained base
   GPT_weights*/                   your GPT fine-tunes (*.ckpt), one folder per version
 Replace the demo files (or delete them) once you have real ones; see weights/README.md.
 
@@ -573,7 +784,7 @@ def write_demo_weights(
     root: str | os.PathLike,
     *,
     seed: int = 0,
-    versions: Iterable[str] = DEMO_VERSIONS,
+    versions: Iterable[str] = DEFAULT_DEMO_VERSIONS,
     force: bool = False,
     on_progress: Callable[[WriteResult], None] | None = None,
 ) -> list[WriteResult]:
@@ -588,7 +799,7 @@ def write_demo_weights(
         target = root / item.path
         exists = target.is_dir() if item.is_folder else target.is_file()
         if force or not exists:
-            item.write(target, derived_seed(seed, item.path))
+            item.write(target, derived_seed(seed, item.seed_name or item.path))
         result = WriteResult(item.path, item.what, written=force or not exists)
         results.append(result)
         if on_progress is not None:

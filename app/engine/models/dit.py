@@ -1,7 +1,8 @@
 """The DiT that estimates the flow velocity inside the GPT-SoVITS v3/v4 mel decoder (inference only).
 
 This is F5-TTS's diffusion transformer as upstream vendors it (``f5_tts/model/backbones/dit.py`` and
-``modules.py``), sized by the caller (upstream hard-codes 22 blocks of width 1024, 16 heads of 64).
+``modules.py``). Upstream hard-codes its size (22 blocks of width 1024, 16 heads of 64); we read depth
+and width from the weights instead (:meth:`DiTConfig.sized_like`), so small files load as well.
 One call maps the current noisy mel, the prompt mel and the content features to a velocity:
 
     features --+ sinusoid positions --> 4 ConvNeXt-V2 blocks --> text_embed -------------+
@@ -18,6 +19,8 @@ Sequences are time-major here, ``[batch, frames, channels]``, as in upstream's D
 from __future__ import annotations
 
 import math
+import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import torch
@@ -29,20 +32,48 @@ TIMESTEP_FEATURES = 256
 # Upstream multiplies the time step (in [0, 1]) by this before taking sinusoids.
 TIMESTEP_SCALE = 1000.0
 NORM_EPS = 1e-6
+_BLOCK_INDEX = re.compile(r"transformer_blocks\.(\d+)\.")
 
 
 @dataclass(frozen=True)
 class DiTConfig:
+    # Defaults: the size upstream builds for v3/v4.
     dim: int = 1024
     depth: int = 22
     heads: int = 16
-    head_dim: int = 64
+    head_dim: int = 64  # upstream never passes dim_head, so F5-TTS's default of 64 always applies
     ff_mult: int = 2
     mel_dim: int = 100
     text_dim: int = 512  # width of the content features (the ``wns1`` output)
     text_conv_layers: int = 4
     # Positions of the content features' sinusoid table; longer inputs reuse the last row.
     text_max_positions: int = 4096
+
+    @classmethod
+    def sized_like(
+        cls, state: Mapping[str, torch.Tensor], prefix: str = "", *, mel_dim: int = 100, text_dim: int = 512
+    ) -> DiTConfig:
+        """The config whose depth and width match the DiT weights in ``state`` under ``prefix``.
+
+        Depth: one more than the highest ``transformer_blocks.<i>`` index; width: the input width of
+        ``proj_out``; heads: width / ``head_dim``. Upstream and our key names agree on both, so either
+        state dict works. Without those keys the defaults are returned, and the strict load that
+        follows names what is missing. Raises ValueError for a width that is no multiple of ``head_dim``.
+        """
+        blocks = {
+            int(match[1])
+            for key in state
+            if key.startswith(prefix) and (match := _BLOCK_INDEX.match(key, len(prefix)))
+        }
+        proj_out = state.get(prefix + "proj_out.weight")
+        if not blocks or proj_out is None:
+            return cls(mel_dim=mel_dim, text_dim=text_dim)
+        dim = int(proj_out.shape[1])
+        if dim % cls.head_dim:
+            raise ValueError(f"DiT width {dim} is not a multiple of the head width {cls.head_dim}")
+        return cls(
+            dim=dim, depth=max(blocks) + 1, heads=dim // cls.head_dim, mel_dim=mel_dim, text_dim=text_dim
+        )
 
 
 # --------------------------------------------------------------------------- time steps

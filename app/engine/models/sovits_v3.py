@@ -53,7 +53,7 @@ from app.engine.models.vits_modules import (
 
 SSL_DIM = 768
 REFERENCE_BINS = 704  # the style encoder reads the lowest 704 bins of the linear spectrogram
-FEATURE_CHANNELS = 512  # width of bridge/wns1 and of the DiT's content input
+FEATURE_CHANNELS = 512  # upstream's width of bridge/wns1 and of the DiT's content input
 MEL_BINS = 100
 
 # --------------------------------------------------------------------------- mel spectrograms
@@ -173,6 +173,7 @@ VARIANTS: dict[str, Variant] = {
     "v4": Variant("v4", MEL_V4, 2.0, 4.0, ref_frames=500, chunk_frames=1000, overlap_frames=12),
 }
 HEADER_VERSIONS = {b"02": "v3", b"03": "v3", b"04": "v4"}
+_WNS1_LAYER = re.compile(r"^wns1\.enc\.in_layers\.(\d+)\.")
 
 
 @dataclass(frozen=True)
@@ -188,7 +189,11 @@ class SoVITSV3Config:
     gin_channels: int
     n_codebooks: int = 1
     codebook_size: int = 1024
-    # Upstream hard-codes the DiT's size for v3/v4 (22 blocks of width 1024).
+    # Upstream hard-codes these sizes (wns1: 512 wide, 8 layers; DiT: 22 blocks of width 1024) and
+    # its config does not name them; from_checkpoint reads them from the weights, so official files
+    # get exactly these and small (demo, test) files load too.
+    feature_channels: int = FEATURE_CHANNELS
+    wns1_layers: int = 8
     dit: DiTConfig = DiTConfig(text_dim=FEATURE_CHANNELS, mel_dim=MEL_BINS)
 
     @property
@@ -203,6 +208,9 @@ class SoVITSV3Config:
             raise ValueError(f"version {version!r} is not v3 or v4")
         try:
             model = hparams["model"]
+            bridge = state.get("bridge.0.weight")
+            features = FEATURE_CHANNELS if bridge is None else int(bridge.shape[0])
+            wns1_layers = {int(m[1]) for key in state if (m := _WNS1_LAYER.match(key))}
             return cls(
                 version=version,
                 n_symbols=int(state["enc_p.text_embedding.weight"].shape[0]),
@@ -213,6 +221,10 @@ class SoVITSV3Config:
                 kernel_size=int(model["kernel_size"]),
                 inter_channels=int(model["inter_channels"]),
                 gin_channels=int(model["gin_channels"]),
+                feature_channels=features,
+                # A missing layer is reported by the strict load, so count up to the highest index.
+                wns1_layers=max(wns1_layers) + 1 if wns1_layers else 8,
+                dit=DiTConfig.sized_like(state, "cfm.estimator.", mel_dim=MEL_BINS, text_dim=features),
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise ValueError(f"not a usable v3/v4 SoVITS config ({type(exc).__name__}: {exc})") from None
@@ -301,8 +313,8 @@ class SoVITSV3(nn.Module):
         # 25 Hz semantic codes: two SSL frames (50 Hz) per code. Upstream forces "25hz" at load.
         self.ssl_proj = nn.Conv1d(SSL_DIM, SSL_DIM, 2, stride=2)
         self.quantizer = ResidualCodebooks(cfg.n_codebooks, cfg.codebook_size, SSL_DIM)
-        self.bridge = nn.Sequential(nn.Conv1d(cfg.inter_channels, FEATURE_CHANNELS, 1), nn.LeakyReLU())
-        self.wns1 = MaskedWaveNetEncoder(FEATURE_CHANNELS, 5, 8, cfg.gin_channels)
+        self.bridge = nn.Sequential(nn.Conv1d(cfg.inter_channels, cfg.feature_channels, 1), nn.LeakyReLU())
+        self.wns1 = MaskedWaveNetEncoder(cfg.feature_channels, 5, cfg.wns1_layers, cfg.gin_channels)
         self.cfm = FlowMatchingSampler(DiT(cfg.dit))
 
     # ------------------------------------------------------------------ loading

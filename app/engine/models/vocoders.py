@@ -9,7 +9,8 @@ spectrogram (100 frames per second of speech) and a separate vocoder turns it in
   activations are SnakeBeta functions evaluated at twice the sample rate (anti-aliased: upsample 2x
   with a kaiser-windowed sinc low-pass, apply, low-pass and downsample 2x).
 - v4 uses a HiFi-GAN generator of upstream's own (``gsv-v4-pretrained/vocoder.pth``, 48 kHz, 480
-  samples per frame), with hyperparameters upstream hard-codes; see ``HiFiGANVocoderV4``.
+  samples per frame), with hyperparameters upstream hard-codes except its width, which we read from
+  the weights; see ``HiFiGANVocoderV4``.
 
 Both take ``mel [batch, 100, frames]`` and return ``wav [batch, 1, frames * samples_per_frame]`` in
 [-1, 1]. Weight norm is folded into plain weights at load time (upstream calls
@@ -350,6 +351,14 @@ class HiFiGANV4Config:
     resblock_dilation_sizes: tuple[tuple[int, ...], ...] = ((1, 3, 5), (1, 3, 5), (1, 3, 5))
     sampling_rate: int = 48000
 
+    @classmethod
+    def sized_like(cls, state: Mapping[str, torch.Tensor]) -> HiFiGANV4Config:
+        """Upstream's sizes with the width (``upsample_initial_channel``) of the weights in ``state``:
+        ``conv_pre``'s output channels. An official file gives 512, as upstream hard-codes; without
+        ``conv_pre.weight`` the default stays and the strict load names the missing key."""
+        conv_pre = state.get("conv_pre.weight")
+        return cls() if conv_pre is None else cls(upsample_initial_channel=int(conv_pre.shape[0]))
+
 
 class HiFiGANVocoderV4(nn.Module):
     """Upstream's HiFi-GAN generator as v4 configures it: no speaker input, a bias on the last conv.
@@ -388,12 +397,14 @@ class HiFiGANVocoderV4(nn.Module):
     ) -> HiFiGANVocoderV4:
         """Load ``gsv-v4-pretrained/vocoder.pth`` (a bare state dict), strictly, in eval mode.
 
-        The file carries no config: the sizes are upstream's hard-coded ones unless ``cfg`` says
-        otherwise. Upstream removes weight norm before loading, so the official file holds plain
-        weights; a weight-normalised file is folded first and loads the same way.
+        The file carries no config: unless ``cfg`` says otherwise, the sizes are upstream's hard-coded
+        ones with the width read from the weights (:meth:`HiFiGANV4Config.sized_like`). Upstream
+        removes weight norm before loading, so the official file holds plain weights; a
+        weight-normalised file is folded first and loads the same way.
         """
-        model = cls(cfg)
-        load_state_strictly(model, fold_weight_norms(load_checkpoint(path)), path)
+        state = fold_weight_norms(load_checkpoint(path))
+        model = cls(cfg or HiFiGANV4Config.sized_like(state))
+        load_state_strictly(model, state, path)
         return model.eval().requires_grad_(False).to(device=device, dtype=dtype)
 
     @torch.no_grad()
