@@ -10,7 +10,6 @@ import argparse
 import time
 
 from app.engine.demo_weights import (
-    DEFAULT_DEMO_VERSIONS,
     DEMO_VERSIONS,
     README_NAME,
     WriteResult,
@@ -50,10 +49,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--versions",
         type=_versions,
-        default=list(DEFAULT_DEMO_VERSIONS),
+        default=list(DEMO_VERSIONS),
         help=(
             f"comma-separated model versions to write a demo voice for, from {','.join(DEMO_VERSIONS)} "
-            f"(default {','.join(DEFAULT_DEMO_VERSIONS)})"
+            f"(default {','.join(DEMO_VERSIONS)})"
         ),
     )
     return parser.parse_args(argv)

@@ -56,12 +56,6 @@ from app.engine.registry import (
 )
 
 DEMO_VERSIONS: tuple[str, ...] = ("v1", "v2", "v2Pro", "v2ProPlus", "v4")
-# What is written when no versions are named (``gsv-demo-weights DIR``, ``gsv-server --demo-if-empty``).
-# Not v4 yet: its base s2Gv4.pth is listed first, so it is the service's default SoVITS pick, and the
-# engine's quick version check reads a small headerless file by its size (as v1) instead of by its
-# pretrained path. Once the engine passes the path (registry.sovits_version_from_file's
-# ``pretrained_as``), this can be DEMO_VERSIONS.
-DEFAULT_DEMO_VERSIONS: tuple[str, ...] = ("v1", "v2", "v2Pro", "v2ProPlus")
 README_NAME = "DEMO_WEIGHTS.txt"
 
 # Phone-embedding rows of upstream's GPT configs: v1 GPTs have 512 (room for the 322 v1 symbols),
@@ -742,7 +736,7 @@ def _shared_files(version: str) -> list[DemoFile]:
     return files
 
 
-def demo_files(versions: Iterable[str] = DEFAULT_DEMO_VERSIONS) -> list[DemoFile]:
+def demo_files(versions: Iterable[str] = DEMO_VERSIONS) -> list[DemoFile]:
     """Everything needed to run the demo voices of ``versions``: shared models first, each once."""
     versions = list(dict.fromkeys(versions))
     for version in versions:
@@ -784,7 +778,7 @@ def write_demo_weights(
     root: str | os.PathLike,
     *,
     seed: int = 0,
-    versions: Iterable[str] = DEFAULT_DEMO_VERSIONS,
+    versions: Iterable[str] = DEMO_VERSIONS,
     force: bool = False,
     on_progress: Callable[[WriteResult], None] | None = None,
 ) -> list[WriteResult]:

@@ -29,7 +29,6 @@ from app.engine.registry import (
     ModelVersion,
     WeightRegistry,
     gpt_symbol_version,
-    sovits_version_from_file,
 )
 from app.engine.scheduler import QueueFull, Scheduler, Ticket
 from app.engine.text import zh
@@ -318,9 +317,8 @@ class Engine:
 
     def inspect_sovits(self, name: str) -> ModelVersion:
         """Version of a SoVITS file without loading it fully; refuses what cannot be served."""
-        path = self.registry.resolve_sovits(name)
         try:
-            fast = sovits_version_from_file(path)
+            fast = self.registry.sovits_version_fast(name)
         except CheckpointError as exc:
             raise InvalidInput(str(exc), code="invalid_weights") from None
         if fast.is_lora:

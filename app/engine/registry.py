@@ -138,6 +138,11 @@ def refine_with_weights(fast: ModelVersion, weight: dict) -> ModelVersion:
     return ModelVersion(symbols, symbols, fast.is_lora)
 
 
+def pretrained_version_of(name: str) -> str | None:
+    """The version whose official pretrained SoVITS path ``name`` (relative to the root) is, if any."""
+    return next((v for v, rel in PRETRAINED_SOVITS.items() if rel == name), None)
+
+
 def sovits_version(path: Path, pretrained_as: str | None = None) -> ModelVersion:
     """The full detection upstream performs when it loads a SoVITS file."""
     fast = sovits_version_from_file(path, pretrained_as)
@@ -219,9 +224,11 @@ class WeightRegistry:
 
     def sovits_version(self, name: str) -> ModelVersion:
         """Version of a listed SoVITS file (loads it: the weights inside settle v1 vs v2)."""
-        path = self.resolve_sovits(name)
-        pretrained_as = next((v for v, rel in PRETRAINED_SOVITS.items() if rel == name), None)
-        return sovits_version(path, pretrained_as)
+        return sovits_version(self.resolve_sovits(name), pretrained_version_of(name))
+
+    def sovits_version_fast(self, name: str) -> ModelVersion:
+        """Version of a listed SoVITS file from its md5, header, path and size (reads 8 KiB)."""
+        return sovits_version_from_file(self.resolve_sovits(name), pretrained_version_of(name))
 
     def pretrained_sovits_path(self, model_version: str) -> Path:
         """Where the base model of a v3/v4 LoRA file must be."""

@@ -21,9 +21,9 @@ from app.demo_cli import main
 from app.engine.checkpoints import load_checkpoint, read_header
 from app.engine.demo_weights import (
     CJK_UNIFIED,
-    DEFAULT_DEMO_VERSIONS,
     DEMO_LORA_RANK,
     DEMO_VERSIONS,
+    LORA_VERSIONS,
     README_NAME,
     _torch_bytes,
     bert_vocab,
@@ -97,7 +97,7 @@ def speaker_embedding(demo_root) -> torch.Tensor:
 
 def test_cli_reports_every_file_and_says_it_is_noise(demo):
     root, output = demo
-    for version in DEFAULT_DEMO_VERSIONS:
+    for version in DEMO_VERSIONS:
         voice = demo_voice(version)
         assert f"wrote {voice.sovits}" in output
         assert f"wrote {voice.gpt}" in output
@@ -111,12 +111,13 @@ def test_cli_reports_every_file_and_says_it_is_noise(demo):
 
 def test_registry_lists_every_voice_with_the_right_version(demo_root):
     registry = WeightRegistry(demo_root)
-    for version in DEFAULT_DEMO_VERSIONS:
+    for version in DEMO_VERSIONS:
         voice = demo_voice(version)
         assert voice.sovits in registry.sovits_names()
         assert voice.gpt in registry.gpt_names()
         detected = registry.sovits_version(voice.sovits)
-        assert (detected.model, detected.symbols, detected.is_lora) == (version, voice.symbols, False)
+        expected = (version, voice.symbols, version in LORA_VERSIONS)
+        assert (detected.model, detected.symbols, detected.is_lora) == expected
 
 
 @pytest.mark.parametrize(
@@ -136,7 +137,7 @@ def test_sovits_config_is_plain_data(demo_root):
 # --------------------------------------------------------------------------- the models run
 
 
-@pytest.mark.parametrize("version", DEFAULT_DEMO_VERSIONS)
+@pytest.mark.parametrize("version", DEMO_VERSIONS)
 def test_gpt_loads_strictly_and_generates_bounded_tokens(demo_root, version):
     model = T2SModel.from_checkpoint(demo_root / demo_voice(version).gpt)
     assert gpt_symbol_version(model.config.phone_vocab_size) == demo_voice(version).symbols
@@ -150,7 +151,7 @@ def test_gpt_loads_strictly_and_generates_bounded_tokens(demo_root, version):
     assert int(tokens.min()) >= 0 and int(tokens.max()) < model.config.eos_id
 
 
-@pytest.mark.parametrize("version", DEFAULT_DEMO_VERSIONS)
+@pytest.mark.parametrize("version", [v for v in DEMO_VERSIONS if v not in LORA_VERSIONS])  # v4: see below
 def test_sovits_decodes_random_codes_to_finite_audible_audio(demo_root, speaker_embedding, version):
     model = SoVITSSynthesizer.from_checkpoint(demo_root / demo_voice(version).sovits)
     assert model.config.version == version
@@ -264,9 +265,9 @@ def test_unavailable_versions_are_refused(tmp_path, bad, capsys):
         assert "demo weights for v3 are not available yet: its vocoder" in capsys.readouterr().err
 
 
-def test_every_demo_version_can_be_asked_for_and_the_default_is_a_subset():
-    assert set(DEFAULT_DEMO_VERSIONS) <= set(DEMO_VERSIONS) and "v4" in DEMO_VERSIONS
-    assert [f.path for f in demo_files()] == [f.path for f in demo_files(DEFAULT_DEMO_VERSIONS)]
+def test_the_default_writes_every_demo_version_including_v4():
+    assert "v4" in DEMO_VERSIONS
+    assert [f.path for f in demo_files()] == [f.path for f in demo_files(DEMO_VERSIONS)]
 
 
 # --------------------------------------------------------------------------- upstream key mapping
@@ -294,7 +295,7 @@ def _file_layout(state: dict[str, torch.Tensor]) -> dict[str, tuple[tuple[int, .
 
 
 @pytest.mark.conformance
-@pytest.mark.parametrize("version", DEFAULT_DEMO_VERSIONS)
+@pytest.mark.parametrize("version", [v for v in DEMO_VERSIONS if v not in LORA_VERSIONS])  # v4: its own test below
 def test_files_hold_exactly_upstreams_keys_shapes_and_dtypes(demo_root, conformance, version):
     """Upstream's own model classes (built with the same small configs) save these tensors, so an
     upstream install loads the demo files too."""
