@@ -128,3 +128,14 @@ def test_not_a_checkpoint_is_a_clear_error(tmp_path):
     bogus = touch(tmp_path, "SoVITS_weights/bogus.pth", b"hello world, not a checkpoint")
     with pytest.raises(CheckpointError, match="bogus.pth"):
         sovits_version(bogus)
+
+
+@pytest.mark.parametrize("version", ["v3", "v4", "v2Pro"])
+def test_quick_check_trusts_the_pretrained_path_before_the_size(tmp_path, version):
+    """A small headerless file at a version's pretrained path (a demo base, a re-saved official file) is
+    that version; the same bytes elsewhere fall to the size rule (v1 for a small file)."""
+    touch(tmp_path, PRETRAINED_SOVITS[version], b"PK\x03\x04" + b"\0" * 100)
+    touch(tmp_path, "SoVITS_weights_v2/small.pth", b"PK\x03\x04" + b"\0" * 100)
+    registry = WeightRegistry(tmp_path)
+    assert registry.sovits_version_fast(PRETRAINED_SOVITS[version]).model == version
+    assert registry.sovits_version_fast("SoVITS_weights_v2/small.pth").model == "v1"
