@@ -17,6 +17,7 @@ Layout convention: sequences are ``[batch, channels, time]`` unless a docstring 
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
@@ -376,22 +377,27 @@ class ResBlock1(nn.Module):
 
 
 class HiFiGANGenerator(nn.Module):
-    """Latent frames -> waveform ``[batch, 1, frames * prod(upsample_rates)]`` in [-1, 1]."""
+    """Latent frames -> waveform ``[batch, 1, frames * prod(upsample_rates)]`` in [-1, 1].
+
+    SoVITS v1/v2 condition it on the speaker embedding ``g`` (``gin_channels`` > 0); v4's 48 kHz vocoder
+    is the same generator without that input and with a bias on the last conv (``post_bias``).
+    """
 
     def __init__(
         self,
         in_channels: int,
-        resblock_kernel_sizes: list[int],
-        resblock_dilation_sizes: list[list[int]],
-        upsample_rates: list[int],
+        resblock_kernel_sizes: Sequence[int],
+        resblock_dilation_sizes: Sequence[Sequence[int]],
+        upsample_rates: Sequence[int],
         upsample_initial_channel: int,
-        upsample_kernel_sizes: list[int],
+        upsample_kernel_sizes: Sequence[int],
         gin_channels: int,
+        post_bias: bool = False,
     ):
         super().__init__()
         self.n_kernels = len(resblock_kernel_sizes)
         self.conv_pre = nn.Conv1d(in_channels, upsample_initial_channel, 7, padding=3)
-        self.cond = nn.Conv1d(gin_channels, upsample_initial_channel, 1)
+        self.cond = nn.Conv1d(gin_channels, upsample_initial_channel, 1) if gin_channels else None
         self.ups = nn.ModuleList()
         self.resblocks = nn.ModuleList()
         channels = upsample_initial_channel
@@ -402,10 +408,12 @@ class HiFiGANGenerator(nn.Module):
             channels //= 2
             for k, dilations in zip(resblock_kernel_sizes, resblock_dilation_sizes, strict=True):
                 self.resblocks.append(ResBlock1(channels, k, tuple(dilations)))
-        self.conv_post = nn.Conv1d(channels, 1, 7, padding=3, bias=False)
+        self.conv_post = nn.Conv1d(channels, 1, 7, padding=3, bias=post_bias)
 
-    def forward(self, x: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
-        x = self.conv_pre(x) + self.cond(g)
+    def forward(self, x: torch.Tensor, g: torch.Tensor | None = None) -> torch.Tensor:
+        x = self.conv_pre(x)
+        if self.cond is not None:
+            x = x + self.cond(g)
         for i, up in enumerate(self.ups):
             x = up(F.leaky_relu(x, LEAKY_SLOPE))
             blocks = self.resblocks[i * self.n_kernels : (i + 1) * self.n_kernels]

@@ -32,7 +32,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from app.engine.checkpoints import CheckpointError, load_checkpoint, load_state_strictly
-from app.engine.models.vits_modules import LEAKY_SLOPE, ResBlock1, padding_for
+from app.engine.models.vits_modules import HiFiGANGenerator, padding_for
 
 # SnakeBeta divides by beta; this keeps the division finite for beta == 0 (value as upstream).
 SNAKE_EPSILON = 1e-9
@@ -360,31 +360,27 @@ class HiFiGANV4Config:
         return cls() if conv_pre is None else cls(upsample_initial_channel=int(conv_pre.shape[0]))
 
 
-class HiFiGANVocoderV4(nn.Module):
+class HiFiGANVocoderV4(HiFiGANGenerator):
     """Upstream's HiFi-GAN generator as v4 configures it: no speaker input, a bias on the last conv.
 
     mel ``[B, 100, frames]`` → waveform ``[B, 1, frames * 480]`` at 48 kHz.
     """
 
     def __init__(self, cfg: HiFiGANV4Config | None = None):
-        super().__init__()
         cfg = cfg or HiFiGANV4Config()
+        super().__init__(
+            cfg.num_mels,
+            cfg.resblock_kernel_sizes,
+            cfg.resblock_dilation_sizes,
+            cfg.upsample_rates,
+            cfg.upsample_initial_channel,
+            cfg.upsample_kernel_sizes,
+            gin_channels=0,
+            post_bias=True,
+        )
         self.cfg = cfg
         self.sample_rate = cfg.sampling_rate
         self.samples_per_frame = math.prod(cfg.upsample_rates)
-        self.n_kernels = len(cfg.resblock_kernel_sizes)
-        channels = cfg.upsample_initial_channel
-        self.conv_pre = nn.Conv1d(cfg.num_mels, channels, 7, padding=3)
-        self.ups = nn.ModuleList()
-        self.resblocks = nn.ModuleList()
-        for rate, kernel in zip(cfg.upsample_rates, cfg.upsample_kernel_sizes, strict=True):
-            self.ups.append(
-                nn.ConvTranspose1d(channels, channels // 2, kernel, rate, padding=(kernel - rate) // 2)
-            )
-            channels //= 2
-            for k, dilations in zip(cfg.resblock_kernel_sizes, cfg.resblock_dilation_sizes, strict=True):
-                self.resblocks.append(ResBlock1(channels, k, tuple(dilations)))
-        self.conv_post = nn.Conv1d(channels, 1, 7, padding=3, bias=True)
 
     @classmethod
     def from_checkpoint(
@@ -409,14 +405,4 @@ class HiFiGANVocoderV4(nn.Module):
 
     @torch.no_grad()
     def forward(self, mel: torch.Tensor) -> torch.Tensor:
-        x = self.conv_pre(mel)
-        for i, up in enumerate(self.ups):
-            x = up(F.leaky_relu(x, LEAKY_SLOPE))
-            blocks = self.resblocks[i * self.n_kernels : (i + 1) * self.n_kernels]
-            total = blocks[0](x)
-            for block in blocks[1:]:
-                total = total + block(x)
-            x = total / self.n_kernels
-        # Upstream quirk: this last leaky ReLU uses torch's default slope (0.01), not 0.1.
-        x = self.conv_post(F.leaky_relu(x))
-        return torch.tanh(x)
+        return super().forward(mel)

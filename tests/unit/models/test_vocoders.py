@@ -232,12 +232,13 @@ def test_bigvgan_loads_nvidia_names_and_makes_frames_times_hop_samples(tiny_bigv
     vocoder = BigVGANVocoder.from_pretrained(tiny_bigvgan_folder)
     assert vocoder.sample_rate == 8000 and vocoder.samples_per_frame == 8
     assert not vocoder.training
-    mel = torch.randn(2, 6, 13)
+    mel = torch.randn(2, 6, 13, generator=torch.Generator().manual_seed(0))
     wav = vocoder(mel)
     assert wav.shape == (2, 1, 13 * 8)
     assert wav.abs().max() <= 1.0  # use_tanh_at_final=False: clamped
-    # Batch rows are independent: each equals its own single-row run.
-    torch.testing.assert_close(wav[1:], vocoder(mel[1:]), rtol=1e-5, atol=1e-6)
+    # Batch rows are independent: each equals its own single-row run (up to rounding, which BigVGAN's
+    # random anti-aliasing taps amplify to ~1e-6).
+    torch.testing.assert_close(wav[1:], vocoder(mel[1:]), rtol=1e-4, atol=1e-5)
 
 
 def test_bigvgan_folds_weight_norm_as_remove_weight_norm_would(tiny_bigvgan_folder, tmp_path):
