@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 from pathlib import Path
@@ -135,3 +136,36 @@ def write_bandwidth_extension(folder: Path, *, channels: int = 512, layers: int 
     torch.save({"generator": net.state_dict()}, folder / "g_24kto48k.zip")
     (folder / "config.json").write_text(json.dumps(config), encoding="utf-8")
     return folder
+
+
+@functools.cache
+def corpus_reference(name: str):
+    """A reference clip of the model corpus by its ``refs`` name, decoded as the service decodes uploads."""
+    from app.engine.jobs import ReferenceAudio
+
+    models = conformance_dir() / "models"
+    index = json.loads((models / "index.json").read_text(encoding="utf-8"))
+    return ReferenceAudio.decode(models / index["refs"][name]["file"])
+
+
+def corpus_job(case: dict, **overrides):
+    """A model-corpus case's ``TTS.run`` request as a :class:`SynthesisJob` (seeded, not random);
+    ``overrides`` set what the corpus fixed outside the request (e.g. ``noise_scale=0``)."""
+    from app.engine.jobs import SynthesisJob
+
+    request = case["request"]
+    fields = dict(
+        text=request["text"],
+        text_lang=request["text_lang"],
+        ref_audio=corpus_reference(request["ref_audio_path"]),
+        aux_ref_audios=[corpus_reference(name) for name in request.get("aux_ref_audio_paths") or []],
+        prompt_text=request.get("prompt_text") or "",
+        prompt_lang=request["prompt_lang"],
+        keep_random=False,
+    )
+    for name in ("top_k", "top_p", "temperature", "text_split_method", "batch_size", "split_bucket",
+                 "parallel_infer", "speed_factor", "fragment_interval", "seed", "repetition_penalty"):  # fmt: skip
+        fields[name] = request[name]
+    if "sample_steps" in request:
+        fields["sample_steps"] = request["sample_steps"]
+    return SynthesisJob(**(fields | overrides))

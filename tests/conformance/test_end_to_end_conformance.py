@@ -17,13 +17,13 @@ from functools import cache
 import numpy as np
 import pytest
 
-from app.engine.jobs import ReferenceAudio, SynthesisJob
+from app.engine.jobs import SynthesisJob
 from app.engine.models.hubert import HubertEncoder
 from app.engine.models.speaker import SpeakerEncoder
 from app.engine.pipeline import SynthesisResult, synthesize
 from app.engine.text.bert import BertFeatureExtractor
 from app.engine.voice import SharedModels, Voice
-from tests.conftest import conformance_dir
+from tests.conftest import conformance_dir, corpus_job
 
 pytestmark = pytest.mark.conformance
 
@@ -90,36 +90,9 @@ def _golden(case_id: str) -> dict[str, np.ndarray]:
         return dict(npz)
 
 
-@cache
-def _reference(name: str) -> ReferenceAudio:
-    index = json.loads((MODELS_DIR / "index.json").read_text(encoding="utf-8"))
-    return ReferenceAudio.decode(MODELS_DIR / index["refs"][name]["file"])
-
-
 def job_for(case: dict) -> SynthesisJob:
     """The case's ``TTS.run`` request as a job (noise_scale 0, as the corpus ran)."""
-    request = case["request"]
-    return SynthesisJob(
-        text=request["text"],
-        text_lang=request["text_lang"],
-        ref_audio=_reference(request["ref_audio_path"]),
-        aux_ref_audios=[_reference(name) for name in request.get("aux_ref_audio_paths") or []],
-        prompt_text=request.get("prompt_text") or "",
-        prompt_lang=request["prompt_lang"],
-        top_k=request["top_k"],
-        top_p=request["top_p"],
-        temperature=request["temperature"],
-        text_split_method=request["text_split_method"],
-        batch_size=request["batch_size"],
-        split_bucket=request["split_bucket"],
-        parallel_infer=request["parallel_infer"],
-        speed_factor=request["speed_factor"],
-        fragment_interval=request["fragment_interval"],
-        seed=request["seed"],
-        keep_random=False,
-        repetition_penalty=request["repetition_penalty"],
-        noise_scale=0.0,
-    )
+    return corpus_job(case, noise_scale=0.0)
 
 
 class _Recorder:
