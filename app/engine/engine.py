@@ -14,7 +14,7 @@ import torch
 from app.engine import audio_features
 from app.engine.audio import encode_wav
 from app.engine.audio_features import ReferenceAudioError
-from app.engine.checkpoints import CheckpointError, load_checkpoint, read_header, weights_of
+from app.engine.checkpoints import CheckpointError
 from app.engine.demo_weights import README_NAME as DEMO_MARKER
 from app.engine.demo_weights import write_demo_weights
 from app.engine.jobs import SynthesisCancelled, SynthesisJob
@@ -40,6 +40,7 @@ from app.engine.voice import (
     Voice,
     VoiceLoadError,
     load_shared_models,
+    load_sovits,
     load_speaker_encoder,
     load_vocoder,
 )
@@ -209,26 +210,14 @@ class Engine:
 
     def _load_sovits(self, name: str) -> LoadedSovits:
         path = self.registry.resolve_sovits(name)
-        fast = self.inspect_sovits(name)
+        version = self.inspect_sovits(name)  # a LoRA's base is checked to exist here
         try:
-            checkpoint = load_checkpoint(path)
-            hparams = checkpoint.get("config") or {}
-            model: SoVITSSynthesizer | SoVITSV3
-            if fast.uses_vocoder:
-                del checkpoint  # SoVITSV3 reads the file (and a LoRA's base) itself
-                # A LoRA is merged into the base at the pretrained path (inspect_sovits checked it exists).
-                base = self.registry.pretrained_sovits_path(fast.model) if fast.is_lora else None
-                model = SoVITSV3.from_checkpoint(path, base, version=fast.model)
-            else:
-                model = SoVITSSynthesizer.from_state_dict(
-                    weights_of(checkpoint, path), hparams, read_header(path), source=path
-                )
-            spectrogram = audio_features.SpectrogramConfig.from_sovits_config(hparams)
+            model, spectrogram = load_sovits(path, version, self.registry.root, self.device, self.dtype)
         except CheckpointError as exc:
             raise InvalidInput(str(exc), code="invalid_weights") from None
         except (ValueError, KeyError, TypeError) as exc:
             raise InvalidInput(f"{Path(name).name}: not a usable SoVITS checkpoint ({exc})", code="invalid_weights") from None
-        return LoadedSovits(model.to(device=self.device, dtype=self.dtype), spectrogram)
+        return LoadedSovits(model, spectrogram)
 
     def gpt_model(self, name: str) -> T2SModel:
         return self._gpt_models.get(name)

@@ -41,6 +41,7 @@ from app.engine.registry import (
     PRETRAINED_SOVITS,
     SV_CHECKPOINT,
     VOCODER_V4,
+    ModelVersion,
     sovits_version_from_file,
 )
 from app.engine.text.bert import BertFeatureExtractor
@@ -98,6 +99,38 @@ class ReferenceConditioning:
     speaker_embedding: torch.Tensor | None  # [1, 20480] for v2Pro/v2ProPlus, else None
     # v3/v4: the reference's normalised mel [1, 100, frames] (v3: 24 kHz, v4: 32 kHz), the sampler's prompt
     mel: torch.Tensor | None = None
+
+
+def load_sovits(
+    path: str | Path,
+    version: ModelVersion,
+    weights_root: str | Path,
+    device: torch.device | str = "cpu",
+    dtype: torch.dtype = torch.float32,
+) -> tuple[SoVITSSynthesizer | SoVITSV3, audio_features.SpectrogramConfig]:
+    """Load a SoVITS file of a detected ``version`` and the spectrogram settings of its config.
+
+    v3/v4: a LoRA file is merged into its base at the version's pretrained path under ``weights_root``.
+    Raises CheckpointError (naming the file) for anything that does not load strictly.
+    """
+    path = Path(path)
+    checkpoint = load_checkpoint(path)
+    hparams = checkpoint.get("config") or {}
+    model: SoVITSSynthesizer | SoVITSV3
+    if version.uses_vocoder:
+        del checkpoint  # SoVITSV3 reads the file (and a LoRA's base) itself
+        base = Path(weights_root) / PRETRAINED_SOVITS[version.model] if version.is_lora else None
+        model = SoVITSV3.from_checkpoint(path, base, version=version.model)
+    else:
+        model = SoVITSSynthesizer.from_state_dict(
+            weights_of(checkpoint, path), hparams, read_header(path), source=path, detected=version.model
+        )
+        del checkpoint
+    try:
+        spectrogram = audio_features.SpectrogramConfig.from_sovits_config(hparams)
+    except (KeyError, TypeError, ValueError) as exc:
+        raise CheckpointError(path, f"has no usable data config ({exc})") from None
+    return model.to(device=device, dtype=dtype), spectrogram
 
 
 def load_vocoder(
@@ -427,26 +460,8 @@ class Voice:
         sovits_path = Path(sovits_path)
         root = Path(weights_root)
         version = sovits_version_from_file(sovits_path)
-        checkpoint = load_checkpoint(sovits_path)
-        hparams = checkpoint.get("config") or {}
-        vocoder: Vocoder | None = None
-        sovits: SoVITSSynthesizer | SoVITSV3
-        if version.uses_vocoder:
-            del checkpoint  # SoVITSV3 reads the file (and a LoRA's base) itself
-            base = root / PRETRAINED_SOVITS[version.model] if version.is_lora else None
-            sovits = SoVITSV3.from_checkpoint(
-                sovits_path, base, version=version.model, device=device, dtype=dtype
-            )
-            vocoder = load_vocoder(root, version.model, device, dtype)
-        else:
-            sovits = SoVITSSynthesizer.from_state_dict(
-                weights_of(checkpoint, sovits_path), hparams, read_header(sovits_path), source=sovits_path
-            ).to(device=device, dtype=dtype)
-            del checkpoint
-        try:
-            spectrogram_config = audio_features.SpectrogramConfig.from_sovits_config(hparams)
-        except (KeyError, TypeError, ValueError) as exc:
-            raise CheckpointError(sovits_path, f"has no usable data config ({exc})") from None
+        sovits, spectrogram_config = load_sovits(sovits_path, version, root, device, dtype)
+        vocoder = load_vocoder(root, version.model, device, dtype) if version.uses_vocoder else None
         t2s = T2SModel.from_checkpoint(gpt_path, device=device, dtype=dtype)
         needs_speaker = isinstance(sovits, SoVITSSynthesizer) and sovits.config.uses_speaker_embedding
         if shared is None:

@@ -6,6 +6,7 @@ import shutil
 
 import pytest
 
+from app.engine.registry import PRETRAINED_SOVITS
 from tests.conftest import generate_weights
 
 FILES = {
@@ -102,3 +103,17 @@ def test_missing_shared_models_are_reported_when_the_model_is_chosen(client, roo
     assert r.status_code == 503
     assert r.json()["error"]["code"] == "missing_weights"
     assert "weights/README.md" in r.json()["error"]["message"]
+
+
+@pytest.mark.parametrize("version", ["v2Pro", "v2ProPlus"])
+def test_a_plain_zip_pro_model_at_its_pretrained_path_loads_as_pro(client, root, version):
+    """Upstream's official s2Gv2Pro(Plus).pth files carry no 05/06 header (upstream knows them by md5):
+    the model must still be built with its speaker-embedding layers."""
+    source = generate_weights(f"sovits_{version}_tiny", 1).read_bytes()
+    target = root / PRETRAINED_SOVITS[version]
+    target.parent.mkdir(parents=True, exist_ok=True)
+    target.write_bytes(b"PK" + source[2:])
+    r = client.post("/change_sovits_weights", json={"sovits_path": PRETRAINED_SOVITS[version]})
+    assert r.status_code == 200, r.text
+    assert r.json()["model_version"] == version
+    assert client.app.state.engine.sovits_model(PRETRAINED_SOVITS[version]).config.uses_speaker_embedding

@@ -95,21 +95,26 @@ class SoVITSConfig:
 
     @classmethod
     def from_checkpoint(
-        cls, hparams: Mapping[str, Any], state: Mapping[str, torch.Tensor], header: bytes = b"PK"
+        cls,
+        hparams: Mapping[str, Any],
+        state: Mapping[str, torch.Tensor],
+        header: bytes = b"PK",
+        detected: str | None = None,
     ) -> SoVITSConfig:
         """Read the sizes from a .pth file's embedded config; the version as upstream decides it.
 
         Upstream ignores the config's own ``version``: the symbol set follows the text-embedding
-        size, and only the file header (``05``/``06``) makes a model v2Pro/v2ProPlus.
+        size, and a model is v2Pro/v2ProPlus when the file's version detection says so: the header
+        (``05``/``06``), or ``detected``, the registry's answer (official pretrained Pro files are plain
+        zips that upstream knows by their md5, and we also by their pretrained path).
         """
         try:
             model, data = hparams["model"], hparams["data"]
             if model.get("resblock", "1") != "1":
                 raise ValueError(f"resblock type {model['resblock']!r} (GPT-SoVITS only uses type '1')")
             n_symbols = int(state["enc_p.text_embedding.weight"].shape[0])
-            if header in PRO_HEADERS:
-                version = PRO_HEADERS[header]
-            else:
+            version = detected if detected in PRO_HEADERS.values() else PRO_HEADERS.get(header)
+            if version is None:
                 version = "v1" if n_symbols == V1_SYMBOL_COUNT else "v2"
             return cls(
                 version=version,
@@ -220,8 +225,10 @@ class SoVITSSynthesizer(nn.Module):
         hparams: Mapping[str, Any],
         header: bytes = b"PK",
         source: str | Path = "state dict",
+        detected: str | None = None,
     ) -> SoVITSSynthesizer:
-        """Same as ``from_checkpoint`` for an already loaded upstream state dict, config and file header.
+        """Same as ``from_checkpoint`` for an already loaded upstream state dict, config and file header
+        (``detected``: the registry's model version, see :meth:`SoVITSConfig.from_checkpoint`).
 
         Raises CheckpointError (naming ``source``) when the weights do not fit exactly.
         """
@@ -230,7 +237,7 @@ class SoVITSSynthesizer(nn.Module):
         if "enc_p.text_embedding.weight" not in upstream:
             raise CheckpointError(source, "has no text embedding (enc_p.text_embedding.weight)")
         try:
-            cfg = SoVITSConfig.from_checkpoint(hparams, upstream, header)
+            cfg = SoVITSConfig.from_checkpoint(hparams, upstream, header, detected)
             state = convert_upstream_state(upstream)
         except ValueError as exc:
             raise CheckpointError(source, str(exc)) from None
