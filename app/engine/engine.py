@@ -244,10 +244,17 @@ class Engine:
     def bandwidth_extension_dir(self) -> Path:
         return Path(self.settings.weights_root) / BANDWIDTH_EXTENSION_DIR
 
+    def _missing_bandwidth_extension_files(self) -> list[str]:
+        folder = self.bandwidth_extension_dir
+        return [name for name in ("g_24kto48k.zip", "config.json") if not (folder / name).is_file()]
+
+    def super_sampling_available(self, model_version: str) -> bool:
+        """super_sampling works for this model: a v3 model, with the AP-BWE files installed."""
+        return model_version == "v3" and not self._missing_bandwidth_extension_files()
+
     def _check_bandwidth_extension(self) -> None:
         """409 now (in the request) when super_sampling is asked for and its model is not installed."""
-        folder = self.bandwidth_extension_dir
-        missing = [name for name in ("g_24kto48k.zip", "config.json") if not (folder / name).is_file()]
+        missing = self._missing_bandwidth_extension_files()
         if missing:
             raise ServiceError(
                 f"super_sampling needs upstream's AP-BWE model: {' and '.join(missing)} missing from "

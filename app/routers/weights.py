@@ -71,4 +71,5 @@ def change_sovits_weights(body: SovitsWeightsRequest, engine: EngineDep) -> Sovi
         sample_steps_applies=version.uses_vocoder,
         aux_refs_apply=not version.uses_vocoder,
         ref_text_free_allowed=not version.uses_vocoder,
+        super_sampling_available=engine.super_sampling_available(version.model),
     )

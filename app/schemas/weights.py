@@ -83,6 +83,7 @@ class SovitsWeightsResponse(BaseModel):
                     "sample_steps": 32,
                     "aux_refs_apply": True,
                     "ref_text_free_allowed": True,
+                    "super_sampling_available": False,
                 }
             ]
         }
@@ -101,3 +102,8 @@ class SovitsWeightsResponse(BaseModel):
     sample_steps: int = Field(32, description="The sample_steps value the UI resets to.")
     aux_refs_apply: bool = Field(..., description="Auxiliary references are used (not v3/v4).")
     ref_text_free_allowed: bool = Field(..., description="Prompt-free mode is allowed (not v3/v4).")
+    super_sampling_available: bool = Field(
+        ...,
+        description="super_sampling can be used: a v3 model, with the AP-BWE model installed "
+        "(tools/AP_BWE_main/24kto48k/ in the weights root).",
+    )

@@ -107,6 +107,7 @@ def test_choosing_a_v3_or_v4_model_reports_what_applies(client, sovits):
     assert body["sample_steps_applies"] is True
     assert body["aux_refs_apply"] is False
     assert body["ref_text_free_allowed"] is False
+    assert body["super_sampling_available"] is False  # no AP-BWE model installed yet (only v3 could use it)
 
 
 @pytest.mark.parametrize(
@@ -158,6 +159,8 @@ def test_super_sampling_on_v3_answers_48k_with_the_ap_bwe_model_and_409_without(
     assert BANDWIDTH_EXTENSION_DIR in error["message"]
 
     write_bandwidth_extension(weights_root / BANDWIDTH_EXTENSION_DIR, seed=3)  # official size, random
+    r = client.post("/change_sovits_weights", json={"sovits_path": PRETRAINED_SOVITS["v3"]})
+    assert r.json()["super_sampling_available"] is True
     r = _infer(client, PRETRAINED_SOVITS["v3"], super_sampling="true", sample_steps=4)
     assert r.status_code == 200, r.text
     audio, rate = sf.read(io.BytesIO(r.content), dtype="int16")

@@ -51,6 +51,7 @@ def test_v1_sovits_resets_languages_v1_cannot_speak(client, root):
     assert r["prompt_language"] == "all_zh" and r["prompt_text_reset"] is True
     assert r["text_language"] == "en" and r["text_reset"] is False
     assert r["aux_refs_apply"] and r["ref_text_free_allowed"] and not r["sample_steps_applies"]
+    assert r["super_sampling_available"] is False
 
 
 def test_v2proplus_keeps_every_language(client, root):
@@ -117,3 +118,16 @@ def test_a_plain_zip_pro_model_at_its_pretrained_path_loads_as_pro(client, root,
     assert r.status_code == 200, r.text
     assert r.json()["model_version"] == version
     assert client.app.state.engine.sovits_model(PRETRAINED_SOVITS[version]).config.uses_speaker_embedding
+
+
+def test_super_sampling_is_available_for_v3_only_and_only_with_the_ap_bwe_model(tmp_path):
+    from app.engine.engine import Engine
+    from app.engine.registry import BANDWIDTH_EXTENSION_DIR
+    from app.settings import Settings
+    from tests.conftest import write_bandwidth_extension
+
+    engine = Engine(Settings(weights_root=tmp_path))
+    assert not engine.super_sampling_available("v3")
+    write_bandwidth_extension(tmp_path / BANDWIDTH_EXTENSION_DIR, channels=8, layers=1)
+    assert engine.super_sampling_available("v3")
+    assert not any(engine.super_sampling_available(v) for v in ("v1", "v2", "v2Pro", "v2ProPlus", "v4"))
