@@ -18,6 +18,7 @@ from app.engine.checkpoints import CheckpointError
 from app.engine.demo_weights import README_NAME as DEMO_MARKER
 from app.engine.demo_weights import write_demo_weights
 from app.engine.jobs import SynthesisCancelled, SynthesisJob
+from app.engine.memory import release_freed_memory
 from app.engine.model_cache import ModelCache
 from app.engine.models.bandwidth_extension import BandwidthExtender
 from app.engine.models.sovits import SoVITSSynthesizer
@@ -130,13 +131,13 @@ class Engine:
             settings.max_loaded_models,
             self._load_gpt,
             "GPT",
-            on_evict=lambda name: self._voices.discard_where(lambda key: key[0] == name),
+            on_evict=lambda name: self._drop_voices(lambda key: key[0] == name),
         )
         self._sovits_models: ModelCache[LoadedSovits] = ModelCache(
             settings.max_loaded_models,
             self._load_sovits,
             "SoVITS",
-            on_evict=lambda name: self._voices.discard_where(lambda key: key[1] == name),
+            on_evict=lambda name: self._drop_voices(lambda key: key[1] == name),
         )
         self._shared: SharedModels | None = None
         self._vocoders: dict[str, Vocoder] = {}  # v3 / v4 vocoder, loaded once, shared by their voices
@@ -146,6 +147,11 @@ class Engine:
         self.current_gpt: GptChoice | None = None
         self.current_sovits: SovitsChoice | None = None
         self.scheduler: Scheduler | None = None
+
+    def _drop_voices(self, predicate) -> None:
+        """After a model is evicted: drop the voices built on it, then give its memory back."""
+        self._voices.discard_where(predicate)
+        release_freed_memory()
 
     def start(self) -> None:
         root = Path(self.settings.weights_root)
@@ -217,6 +223,7 @@ class Engine:
             raise InvalidInput(str(exc), code="invalid_weights") from None
         except (ValueError, KeyError, TypeError) as exc:
             raise InvalidInput(f"{Path(name).name}: not a usable SoVITS checkpoint ({exc})", code="invalid_weights") from None
+        release_freed_memory()  # the file's state dicts (GBs for v3/v4) are garbage now
         return LoadedSovits(model, spectrogram)
 
     def gpt_model(self, name: str) -> T2SModel:
@@ -431,6 +438,8 @@ class Engine:
                 ticket.resolve(error=exc)
             finally:
                 request_id_var.reset(token)
+        # A synthesis frees hundreds of MB of activations; hand them back rather than let the heap grow.
+        release_freed_memory()
 
     def cancel(self, request_id: str | None) -> int:
         return self.scheduler.cancel(request_id) if self.scheduler is not None else 0

@@ -111,7 +111,8 @@ def test_choosing_a_v3_or_v4_model_reports_what_applies(client, sovits):
 
 
 @pytest.mark.parametrize(
-    ("sovits", "rate", "steps"), [(PRETRAINED_SOVITS["v3"], 24000, 4), (V4_LORA, 48000, 8)]
+    ("sovits", "rate", "steps"),
+    [(PRETRAINED_SOVITS["v3"], 24000, 4), (V3_LORA, 24000, 4), (V4_LORA, 48000, 8)],
 )
 def test_inference_answers_at_the_vocoder_rate_with_the_requested_steps(
     client, monkeypatch, sovits, rate, steps
