@@ -30,12 +30,12 @@ LEAKY_SLOPE = 0.1
 def fold_weight_norm(weight_g: torch.Tensor, weight_v: torch.Tensor) -> torch.Tensor:
     """The weight a ``weight_norm(dim=0)`` layer uses: ``g * v / ||v||`` with one norm per output slice.
 
-    Computed in float32 (the dtype upstream computes it in after loading half-precision files).
+    Computed in float32 (the dtype upstream computes it in after loading half-precision files) by the
+    torch kernel that upstream's weight-norm hook and ``remove_weight_norm()`` call: the same numbers to
+    the last bit, which the v3 vocoder needs (it amplifies a one-ulp difference in a weight about
+    sevenfold per upsampling stage).
     """
-    v = weight_v.float()
-    g = weight_g.float()
-    norm = v.flatten(1).norm(dim=1).view(-1, *([1] * (v.dim() - 1)))
-    return v * (g / norm)
+    return torch._weight_norm(weight_v.float(), weight_g.float(), 0)
 
 
 def padding_for(kernel_size: int, dilation: int = 1) -> int:
@@ -98,42 +98,52 @@ class MultiHeadAttention(nn.Module):
 
         scores = query @ key.transpose(-2, -1)
         if self.window_size is not None:
-            offsets, in_window = self._offset_table(length, x.device)
-            rel_logits = query @ self.emb_rel_k.unsqueeze(0).transpose(-2, -1)  # [b, h, t, 2w+1]
-            scores = scores + _gather_offsets(rel_logits, offsets, in_window)
+            # Products with a [1, 1, 2t-1, d] table of every offset -(t-1)..t-1 (zero outside the
+            # window), shaped as upstream's: the same numbers to the last bit, which the v3 vocoder
+            # needs (vocoders.py). The window's 2w+1 rows alone, or a 2-D table, round differently.
+            rel_keys = _offset_rows(self.emb_rel_k, length, self.window_size)  # [1, 1, 2t-1, d]
+            rel_logits = query @ rel_keys.transpose(-2, -1)  # [b, h, t, 2t-1]: query i, every offset
+            scores = scores + _offsets_to_keys(rel_logits)
         weights = F.softmax(scores, dim=-1)
         out = weights @ value
         if self.window_size is not None:
-            # For each query, the attention paid to each offset inside the window.
-            band = _band_of(weights, self.window_size)  # [b, h, t, 2w+1]
-            out = out + band @ self.emb_rel_v.unsqueeze(0)
+            rel_values = _offset_rows(self.emb_rel_v, length, self.window_size)
+            out = out + _keys_to_offsets(weights) @ rel_values
         out = out.transpose(2, 3).reshape(batch, channels, length)
         return self.conv_o(out)
 
-    def _offset_table(self, length: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
-        """For query i and key j: the embedding row of offset j - i, and whether it is in the window."""
-        w = self.window_size
-        positions = torch.arange(length, device=device)
-        offset = positions.view(1, -1) - positions.view(-1, 1)  # [t, t]
-        return (offset + w).clamp(0, 2 * w), offset.abs() <= w
+
+def _offset_rows(table: torch.Tensor, length: int, window: int) -> torch.Tensor:
+    """``[1, 2w+1, d]`` embeddings of offsets -w..w -> ``[1, 1, 2*length-1, d]`` rows for offsets
+    -(length-1)..length-1, zero for offsets outside the window."""
+    if length > window + 1:
+        extra = length - (window + 1)
+        table = F.pad(table, (0, 0, extra, extra))
+    else:
+        start = window + 1 - length
+        table = table[:, start : start + 2 * length - 1]
+    return table.unsqueeze(0)
 
 
-def _gather_offsets(rel: torch.Tensor, rows: torch.Tensor, in_window: torch.Tensor) -> torch.Tensor:
-    """[b, h, t, 2w+1] per-offset values -> [b, h, t, t], zero outside the window."""
-    b, h, t, _ = rel.shape
-    full = rel.gather(-1, rows.expand(b, h, t, t))
-    return full * in_window
+def _offset_index(length: int, device: torch.device) -> torch.Tensor:
+    """``[t, t]``: for query i and key j, the column of offset j - i in a ``[.., 2t-1]`` offset axis."""
+    positions = torch.arange(length, device=device)
+    return positions.view(1, -1) - positions.view(-1, 1) + (length - 1)
 
 
-def _band_of(weights: torch.Tensor, window: int) -> torch.Tensor:
-    """[b, h, t, t] -> [b, h, t, 2w+1]: entry k of row i is weights[i, i + k - w] (0 off the edges)."""
-    padded = F.pad(weights, (window, window))  # column j of weights is column j + w here
-    t = weights.size(-1)
-    cols = torch.arange(t, device=weights.device).view(-1, 1) + torch.arange(
-        2 * window + 1, device=weights.device
-    )
-    b, h = weights.shape[:2]
-    return padded.gather(-1, cols.expand(b, h, t, 2 * window + 1))
+def _offsets_to_keys(per_offset: torch.Tensor) -> torch.Tensor:
+    """``[b, h, t, 2t-1]`` values per (query, offset) -> ``[b, h, t, t]`` per (query, key)."""
+    b, h, t, _ = per_offset.shape
+    return per_offset.gather(-1, _offset_index(t, per_offset.device).expand(b, h, t, t))
+
+
+def _keys_to_offsets(per_key: torch.Tensor) -> torch.Tensor:
+    """``[b, h, t, t]`` values per (query, key) -> ``[b, h, t, 2t-1]`` per (query, offset), 0 where
+    the offset points outside the sequence."""
+    b, h, t, _ = per_key.shape
+    padded = F.pad(per_key, (t - 1, t - 1))  # key j is column j + t - 1 here
+    columns = torch.arange(t, device=per_key.device).view(-1, 1) + torch.arange(2 * t - 1, device=per_key.device)
+    return padded.gather(-1, columns.expand(b, h, t, 2 * t - 1))
 
 
 class FeedForward(nn.Module):

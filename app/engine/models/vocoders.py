@@ -32,7 +32,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from app.engine.checkpoints import CheckpointError, load_checkpoint, load_state_strictly
-from app.engine.models.vits_modules import HiFiGANGenerator, padding_for
+from app.engine.models.vits_modules import HiFiGANGenerator, fold_weight_norm, padding_for
 
 # SnakeBeta divides by beta; this keeps the division finite for beta == 0 (value as upstream).
 SNAKE_EPSILON = 1e-9
@@ -43,16 +43,6 @@ ALIAS_FREE_TAPS = 12
 
 
 # --------------------------------------------------------------------------- weight files
-
-
-def fold_weight_norm(weight_g: torch.Tensor, weight_v: torch.Tensor) -> torch.Tensor:
-    """``g * v / ||v||`` (one norm per output slice, dim 0), computed by the same torch kernel that
-    upstream's ``remove_weight_norm()`` uses.
-
-    Bit-exactness matters here: with the random weights of the conformance corpus BigVGAN amplifies
-    a one-ulp difference in a weight about sevenfold per upsampling stage.
-    """
-    return torch._weight_norm(weight_v.float(), weight_g.float(), 0)
 
 
 def fold_weight_norms(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
