@@ -169,3 +169,39 @@ def corpus_job(case: dict, **overrides):
     if "sample_steps" in request:
         fields["sample_steps"] = request["sample_steps"]
     return SynthesisJob(**(fields | overrides))
+
+
+@functools.cache
+def corpus_case_arrays(case_id: str) -> dict:
+    """Every array of a model-corpus case (``models/cases/ID.npz``), read once per process."""
+    import numpy as np
+
+    with np.load(conformance_dir() / "models" / "cases" / f"{case_id}.npz") as npz:
+        return {key: npz[key] for key in npz.files}
+
+
+def corpus_difference(ours, golden, what: str) -> str | None:
+    """None when ``ours`` (array or tensor) matches ``golden`` within the corpus README's tolerances
+    (integer arrays identical; float arrays ``max|ours - golden| <= 1e-4 * max(1, max|golden|)``),
+    else one line saying how it differs."""
+    import numpy as np
+    import torch
+
+    if isinstance(ours, torch.Tensor):
+        ours = ours.detach().cpu()
+        ours = (ours.float() if ours.dtype in (torch.float16, torch.bfloat16) else ours).numpy()
+    ours = np.asarray(ours)
+    if ours.shape != golden.shape:
+        return f"{what}: shape {ours.shape} != golden {golden.shape}"
+    if np.issubdtype(golden.dtype, np.integer):
+        mismatched = int(np.count_nonzero(ours != golden))
+        return None if mismatched == 0 else f"{what}: {mismatched} of {golden.size} values differ"
+    bound = 1e-4 * max(1.0, float(np.abs(golden).max()))
+    error = float(np.abs(ours.astype(np.float64) - golden.astype(np.float64)).max())
+    return None if error <= bound else f"{what}: max abs difference {error:.3g} > tolerance {bound:.3g}"
+
+
+def assert_matches_corpus(ours, golden, what: str) -> None:
+    """``corpus_difference`` as an assertion."""
+    difference = corpus_difference(ours, golden, what)
+    assert difference is None, difference

@@ -12,7 +12,6 @@ To name the stage of a miss, the same run records what the pipeline handed to th
 from __future__ import annotations
 
 import json
-from functools import cache
 
 import numpy as np
 import pytest
@@ -23,7 +22,7 @@ from app.engine.models.speaker import SpeakerEncoder
 from app.engine.pipeline import SynthesisResult, synthesize
 from app.engine.text.bert import BertFeatureExtractor
 from app.engine.voice import SharedModels, Voice
-from tests.conftest import conformance_dir, corpus_job
+from tests.conftest import assert_matches_corpus, conformance_dir, corpus_case_arrays, corpus_job
 
 pytestmark = pytest.mark.conformance
 
@@ -82,12 +81,6 @@ def _our_name(case: dict, name: str) -> str:
     if stage != "t2s":
         return name
     return f"t2s_{_our_t2s_call(case)[int(index)]}_{rest}"
-
-
-@cache
-def _golden(case_id: str) -> dict[str, np.ndarray]:
-    with np.load(MODELS_DIR / "cases" / f"{case_id}.npz") as npz:
-        return dict(npz)
 
 
 def job_for(case: dict) -> SynthesisJob:
@@ -164,20 +157,10 @@ def run_case(corpus_weights, shared_models, tmp_path_factory):
     return get
 
 
-def _assert_matches(name: str, ours: np.ndarray, golden: np.ndarray) -> None:
-    assert ours.shape == golden.shape, f"{name}: shape {ours.shape} != golden {golden.shape}"
-    if np.issubdtype(golden.dtype, np.integer):
-        np.testing.assert_array_equal(ours, golden, err_msg=name)
-        return
-    bound = 1e-4 * max(1.0, float(np.abs(golden).max()))
-    error = float(np.abs(ours.astype(np.float64) - golden.astype(np.float64)).max())
-    assert error <= bound, f"{name}: max abs difference {error:.3g} > {bound:.3g}"
-
-
 @pytest.mark.parametrize("case", CASES, ids=[c["id"] for c in CASES])
 def test_final_audio(case, run_case):
     result, _ = run_case(case)
-    golden = _golden(case["id"])["audio"]
+    golden = corpus_case_arrays(case["id"])["audio"]
     assert result.sample_rate == case["sample_rate"]
     assert result.seed == case["request"]["seed"]
     assert result.audio.dtype == np.int16
@@ -191,7 +174,7 @@ def test_stage_array(case, name, run_case):
     _, recorded = run_case(case)
     ours = _our_name(case, name)
     assert ours in recorded, f"{name} was not produced (the pipeline made different calls)"
-    _assert_matches(name, recorded[ours], _golden(case["id"])[name])
+    assert_matches_corpus(recorded[ours], corpus_case_arrays(case["id"])[name], name)
 
 
 @pytest.mark.parametrize("case", CASES, ids=[c["id"] for c in CASES])
@@ -207,7 +190,7 @@ def test_doubly_recorded_calls_repeat_the_inner_call():
     doubled = 0
     for case in CASES:
         by_ours: dict[str, str] = {}
-        golden = _golden(case["id"])
+        golden = corpus_case_arrays(case["id"])
         for name in case["arrays"]:
             if not name.startswith("t2s_") or name.endswith(NOT_RECORDED):
                 continue

@@ -25,7 +25,7 @@ from app.engine import audio_features
 from app.engine.checkpoints import CheckpointError, load_checkpoint
 from app.engine.models.hubert import HubertEncoder
 from app.engine.models.speaker import UNUSED_HEAD_PREFIXES, SpeakerEncoder
-from tests.conftest import conformance_dir
+from tests.conftest import assert_matches_corpus, conformance_dir, corpus_case_arrays
 
 pytestmark = pytest.mark.conformance
 
@@ -43,12 +43,6 @@ def _cases() -> list[dict]:
 
 
 CASES = _cases() if MODELS_DIR.is_dir() else []
-
-
-@cache
-def _arrays(case_id: str) -> dict[str, np.ndarray]:
-    with np.load(MODELS_DIR / "cases" / f"{case_id}.npz") as npz:
-        return {k: npz[k] for k in npz.files}
 
 
 def _array_names(case: dict) -> list[str]:
@@ -86,15 +80,6 @@ def _params(kind: str) -> list:
             for k, _ in enumerate(_sv_references(case)):
                 params.append(pytest.param(case, k, id=f"{case['id']}-sv{k}"))
     return params
-
-
-def assert_close(ours: torch.Tensor | np.ndarray, golden: np.ndarray, what: str) -> None:
-    """The corpus's float tolerance: max|ours - golden| <= 1e-4 * max(1, max|golden|)."""
-    ours = ours.detach().cpu().numpy() if isinstance(ours, torch.Tensor) else np.asarray(ours)
-    assert ours.shape == golden.shape, f"{what}: shape {ours.shape} != golden {golden.shape}"
-    error = float(np.abs(ours.astype(np.float64) - golden.astype(np.float64)).max())
-    bound = 1e-4 * max(1.0, float(np.abs(golden).max()))
-    assert error <= bound, f"{what}: max abs error {error:.3g} > tolerance {bound:.3g}"
 
 
 @cache
@@ -135,7 +120,7 @@ _hubert_outputs: dict[str, torch.Tensor] = {}
 
 @pytest.mark.parametrize(("case", "_"), _params("hubert"))
 def test_hubert_last_hidden(case, _, hubert, sovits_config):
-    golden = _arrays(case["id"])["hubert_last_hidden"]
+    golden = corpus_case_arrays(case["id"])["hubert_last_hidden"]
     samples, sr = _reference(case["request"]["ref_audio_path"])
     model_rate = sovits_config(case)["data"]["sampling_rate"]
     wav16k = audio_features.hubert_input(samples, sr, model_rate)
@@ -144,7 +129,7 @@ def test_hubert_last_hidden(case, _, hubert, sovits_config):
     if key not in _hubert_outputs:
         with torch.inference_mode():
             _hubert_outputs[key] = hubert(wav16k)
-    assert_close(_hubert_outputs[key], golden, "hubert_last_hidden")
+    assert_matches_corpus(_hubert_outputs[key], golden, "hubert_last_hidden")
 
 
 def test_hubert_loading_refuses_a_folder_with_missing_weights(corpus_weights, tmp_path):
@@ -165,9 +150,9 @@ def test_hubert_loading_refuses_a_folder_with_missing_weights(corpus_weights, tm
 
 @pytest.mark.parametrize(("case", "k"), _params("spec"))
 def test_refer_spec(case, k, sovits_config):
-    golden = _arrays(case["id"])[f"refer_spec_{k}"]
+    golden = corpus_case_arrays(case["id"])[f"refer_spec_{k}"]
     samples, sr = _reference(_reference_names(case)[k])
-    assert_close(audio_features.spectrogram(samples, sr, sovits_config(case)), golden, f"refer_spec_{k}")
+    assert_matches_corpus(audio_features.spectrogram(samples, sr, sovits_config(case)), golden, f"refer_spec_{k}")
 
 
 # -------------------------------------------------------------------------- speaker verification
@@ -175,10 +160,10 @@ def test_refer_spec(case, k, sovits_config):
 
 @pytest.mark.parametrize(("case", "k"), _params("sv"))
 def test_sv_wav16k(case, k, sovits_config):
-    golden = _arrays(case["id"])[f"sv_{k}_wav16k"]
+    golden = corpus_case_arrays(case["id"])[f"sv_{k}_wav16k"]
     samples, sr = _reference(_sv_references(case)[k])
     model_rate = sovits_config(case)["data"]["sampling_rate"]
-    assert_close(audio_features.sv_input(samples, sr, model_rate), golden, f"sv_{k}_wav16k")
+    assert_matches_corpus(audio_features.sv_input(samples, sr, model_rate), golden, f"sv_{k}_wav16k")
 
 
 _sv_embeddings: dict[str, torch.Tensor] = {}
@@ -186,14 +171,14 @@ _sv_embeddings: dict[str, torch.Tensor] = {}
 
 @pytest.mark.parametrize(("case", "k"), _params("sv"))
 def test_sv_embedding(case, k, speaker_encoder):
-    arrays = _arrays(case["id"])
+    arrays = corpus_case_arrays(case["id"])
     wav16k = arrays[f"sv_{k}_wav16k"]
     # The full-size ERes2NetV2 takes seconds per clip on CPU; most cases reuse the same reference.
     key = hashlib.sha256(wav16k.tobytes()).hexdigest()
     if key not in _sv_embeddings:
         with torch.inference_mode():
             _sv_embeddings[key] = speaker_encoder.embed(torch.from_numpy(wav16k))
-    assert_close(_sv_embeddings[key], arrays[f"sv_{k}_emb"], f"sv_{k}_emb")
+    assert_matches_corpus(_sv_embeddings[key], arrays[f"sv_{k}_emb"], f"sv_{k}_emb")
 
 
 def test_speaker_encoder_expects_exactly_the_official_layout(conformance):

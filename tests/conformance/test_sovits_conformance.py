@@ -9,7 +9,6 @@ Two stages, each compared on its own:
 from __future__ import annotations
 
 import json
-from functools import cache
 from pathlib import Path
 
 import numpy as np
@@ -17,7 +16,7 @@ import pytest
 import torch
 
 from app.engine.models.sovits import SoVITSSynthesizer
-from tests.conftest import conformance_dir
+from tests.conftest import assert_matches_corpus, conformance_dir, corpus_case_arrays
 
 pytestmark = pytest.mark.conformance
 
@@ -34,12 +33,6 @@ def _cases() -> list[dict]:
 
 def _decode_calls() -> list[tuple[dict, int]]:
     return [(case, i) for case in _cases() for i in range(len(case["vits_calls"]))]
-
-
-@cache
-def _arrays(case_id: str) -> dict[str, np.ndarray]:
-    with np.load(conformance_dir() / "models" / "cases" / f"{case_id}.npz") as npz:
-        return dict(npz)
 
 
 @pytest.fixture(scope="module")
@@ -68,18 +61,11 @@ def _speaker_embeddings(case: dict, arrays: dict[str, np.ndarray], n_refer: int)
     return [torch.from_numpy(recorded[k]) for k in range(n_refer)]
 
 
-def _assert_close(ours: np.ndarray, golden: np.ndarray, what: str) -> None:
-    assert ours.shape == golden.shape, f"{what}: shape {ours.shape} != {golden.shape}"
-    limit = 1e-4 * max(1.0, float(np.abs(golden).max()))
-    worst = float(np.abs(ours - golden).max())
-    assert worst <= limit, f"{what}: max abs difference {worst:.3g} > {limit:.3g}"
-
-
 @pytest.mark.parametrize(
     ("case", "call"), _decode_calls(), ids=[f"{c['id']}-vits{i}" for c, i in _decode_calls()]
 )
 def test_decode_matches_upstream(case, call, synthesizer):
-    arrays = _arrays(case["id"])
+    arrays = corpus_case_arrays(case["id"])
     model = synthesizer(case["weights"]["sovits"])
     spec = case["vits_calls"][call]
     refer_specs = [torch.from_numpy(arrays[f"refer_spec_{k}"]) for k in range(spec["n_refer"])]
@@ -95,7 +81,7 @@ def test_decode_matches_upstream(case, call, synthesizer):
         sv_embs=sv_embs,
         noise_scale=0.0,
     )
-    _assert_close(audio.numpy(), arrays[f"vits_{call}_audio"], f"vits_{call}_audio")
+    assert_matches_corpus(audio.numpy(), arrays[f"vits_{call}_audio"], f"vits_{call}_audio")
 
 
 _PROMPT_CASES = [c for c in _cases() if "hubert_last_hidden" in c["arrays"]]
@@ -103,7 +89,7 @@ _PROMPT_CASES = [c for c in _cases() if "hubert_last_hidden" in c["arrays"]]
 
 @pytest.mark.parametrize("case", _PROMPT_CASES, ids=[c["id"] for c in _PROMPT_CASES])
 def test_encode_prompt_matches_upstream(case, synthesizer):
-    arrays = _arrays(case["id"])
+    arrays = corpus_case_arrays(case["id"])
     model = synthesizer(case["weights"]["sovits"])
     # The corpus stores HuBERT's last_hidden_state as [batch, frames, 768]; upstream transposes it.
     features = torch.from_numpy(arrays["hubert_last_hidden"]).transpose(1, 2)

@@ -28,7 +28,7 @@ import torch.nn.functional as F
 
 from app.engine.audio_features import load_reference, resample_sinc
 from app.engine.models.sovits_v3 import VARIANTS, SoVITSV3, Variant, mel_spectrogram, norm_spec
-from tests.conftest import conformance_dir
+from tests.conftest import conformance_dir, corpus_case_arrays, corpus_difference
 
 pytestmark = [pytest.mark.conformance, pytest.mark.fullsize]
 
@@ -44,28 +44,12 @@ def _cases() -> list[dict]:
     return [c for c in cases if c.get("version") in VERSIONS]
 
 
-@cache
-def _arrays(case_id: str) -> dict[str, np.ndarray]:
-    with np.load(conformance_dir() / "models" / "cases" / f"{case_id}.npz") as npz:
-        return dict(npz)
-
-
 def _variant(case: dict) -> Variant:
     return VARIANTS["v4" if case["version"].startswith("v4") else "v3"]
 
 
 def _model_key(case: dict) -> tuple[str, str]:
     return case["weights"]["sovits"], case["weights"]["sovits_base"]
-
-
-def _difference(ours: torch.Tensor, golden: np.ndarray, what: str) -> str | None:
-    """None when ``ours`` matches within the corpus tolerance, else a line saying how it differs."""
-    ours_np = ours.detach().float().cpu().numpy()
-    if ours_np.shape != golden.shape:
-        return f"{what}: shape {ours_np.shape} != {golden.shape}"
-    limit = 1e-4 * max(1.0, float(np.abs(golden).max()))
-    worst = float(np.abs(ours_np - golden).max())
-    return None if worst <= limit else f"{what}: max abs difference {worst:.3g} > {limit:.3g}"
 
 
 def _assert_no_differences(differences: list[str | None], checked: int) -> None:
@@ -117,7 +101,7 @@ def _cfm_plan(case: dict) -> list[CfmCall]:
     ``overlap`` zero frames, cut into overlapping chunks (the last one zero-padded) and sampled as one
     batch, each row after the reference's features.
     """
-    arrays = _arrays(case["id"])
+    arrays = corpus_case_arrays(case["id"])
     variant = _variant(case)
     encp = iter(range(len(case["encp_calls"])))
     calls: list[CfmCall] = []
@@ -195,7 +179,7 @@ def test_decode_encp_calls(loaded):
     differences = []
     for case in loaded.cases:
         assert loaded.model.config.version == _variant(case).name
-        arrays = _arrays(case["id"])
+        arrays = corpus_case_arrays(case["id"])
         refer_spec = torch.from_numpy(arrays["refer_spec_0"])
         for i, call in enumerate(case["encp_calls"]):
             fea, ge = loaded.model.decode_encp(
@@ -206,8 +190,8 @@ def test_decode_encp_calls(loaded):
             )
             where = f"{case['id']} encp {i} (speed {call['speed']})"
             differences += [
-                _difference(ge, arrays[f"encp_{i}_ge"], f"{where} ge"),
-                _difference(fea, arrays[f"encp_{i}_fea"], f"{where} features"),
+                corpus_difference(ge, arrays[f"encp_{i}_ge"], f"{where} ge"),
+                corpus_difference(fea, arrays[f"encp_{i}_fea"], f"{where} features"),
             ]
     _assert_no_differences(differences, len(differences))
 
@@ -215,7 +199,7 @@ def test_decode_encp_calls(loaded):
 @pytest.mark.parametrize("case", _cases(), ids=[c["id"] for c in _cases()])
 def test_prompt_mel_of_each_synthesis(case):
     """Also checks the call plan: one planned call per recorded call, with the recorded shapes."""
-    arrays = _arrays(case["id"])
+    arrays = corpus_case_arrays(case["id"])
     plan = _cfm_plan(case)
     assert len(plan) == len(case["cfm_calls"])
     for i, call in enumerate(plan):
@@ -224,7 +208,7 @@ def test_prompt_mel_of_each_synthesis(case):
     firsts = [i for i, call in enumerate(plan) if call.reference_prompt is not None]
     assert firsts, "no sampler call starts from the reference"
     differences = [
-        _difference(plan[i].reference_prompt, arrays[f"cfm_{i}_prompt"], f"cfm {i} prompt mel")
+        corpus_difference(plan[i].reference_prompt, arrays[f"cfm_{i}_prompt"], f"cfm {i} prompt mel")
         for i in firsts
     ]
     _assert_no_differences(differences, len(firsts))
@@ -235,7 +219,7 @@ def test_cfm_calls(loaded):
     assert calls, "no sampler calls recorded for this model"
     differences = []
     for case, i in calls:
-        arrays = _arrays(case["id"])
+        arrays = corpus_case_arrays(case["id"])
         mu = _cfm_plan(case)[i].mu
         out = loaded.model.cfm.inference(
             mu,
@@ -244,5 +228,5 @@ def test_cfm_calls(loaded):
             case["cfm_calls"][i]["steps"],
             noise=torch.from_numpy(arrays[f"cfm_{i}_noise"]),
         )
-        differences.append(_difference(out, arrays[f"cfm_{i}_out"], f"{case['id']} cfm {i} sampled mel"))
+        differences.append(corpus_difference(out, arrays[f"cfm_{i}_out"], f"{case['id']} cfm {i} sampled mel"))
     _assert_no_differences(differences, len(calls))

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import json
 import os
-from functools import cache
 
 import numpy as np
 import pytest
@@ -25,7 +24,7 @@ from app.engine.models.hubert import HubertEncoder
 from app.engine.pipeline import SynthesisResult, synthesize
 from app.engine.text.bert import BertFeatureExtractor
 from app.engine.voice import SharedModels, Voice
-from tests.conftest import conformance_dir, corpus_job
+from tests.conftest import assert_matches_corpus, conformance_dir, corpus_case_arrays, corpus_job
 
 pytestmark = [pytest.mark.conformance, pytest.mark.fullsize]
 
@@ -64,12 +63,6 @@ def _cases() -> list[dict]:
 
 
 CASES = _cases()
-
-
-@cache
-def _golden(case_id: str) -> dict[str, np.ndarray]:
-    with np.load(MODELS_DIR / "cases" / f"{case_id}.npz") as npz:
-        return dict(npz)
 
 
 def job_for(case: dict) -> SynthesisJob:
@@ -163,7 +156,7 @@ def run_case(corpus_weights, shared_models, tmp_path_factory):
                     root, corpus_weights(names[0]), corpus_weights(names[1]), shared=shared_models
                 )
             voice = current[names]
-            recorder = _Recorder(voice, _golden(case["id"]))
+            recorder = _Recorder(voice, corpus_case_arrays(case["id"]))
             try:
                 result = synthesize(job_for(case), voice, start_noise=recorder.start_noise)
             finally:
@@ -174,53 +167,19 @@ def run_case(corpus_weights, shared_models, tmp_path_factory):
     return get
 
 
-# Known miss, outside the pipeline: on the v3 cases every encp, cfm and vocoder_i_mel array matches but
-# BigVGAN's waveform (vocoder_i_wav, app/engine/models/vocoders.py) differs by ~0.2 from upstream's for
-# the same mel, so the final audio does too. Strict: these turn red once the vocoder is fixed.
-BIGVGAN_MISS = pytest.mark.xfail(strict=True, reason="BigVGAN output differs from upstream (vocoders.py)")
-
-
-def _is_bigvgan_miss(case: dict, name: str) -> bool:
-    return case["weights"].get("vocoder") == "bigvgan_v3_full" and (
-        name == "audio" or (name.startswith("vocoder_") and name.endswith("_wav"))
-    )
-
-
-def _case_params() -> list:
-    return [
-        pytest.param(case, id=case["id"], marks=[BIGVGAN_MISS] if _is_bigvgan_miss(case, "audio") else [])
-        for case in CASES
-    ]
-
-
 def _stage_params() -> list:
     return [
-        pytest.param(
-            case,
-            name,
-            id=f"{case['id']}-{name}",
-            marks=[BIGVGAN_MISS] if _is_bigvgan_miss(case, name) else [],
-        )
+        pytest.param(case, name, id=f"{case['id']}-{name}")
         for case in CASES
         for name in case["arrays"]
         if name.startswith(STAGE_PREFIXES) and not name.endswith(REPLAYED)
     ]
 
 
-def _assert_matches(name: str, ours: np.ndarray, golden: np.ndarray) -> None:
-    assert ours.shape == golden.shape, f"{name}: shape {ours.shape} != golden {golden.shape}"
-    if np.issubdtype(golden.dtype, np.integer):
-        np.testing.assert_array_equal(ours, golden, err_msg=name)
-        return
-    bound = 1e-4 * max(1.0, float(np.abs(golden).max()))
-    error = float(np.abs(ours.astype(np.float64) - golden.astype(np.float64)).max())
-    assert error <= bound, f"{name}: max abs difference {error:.3g} > {bound:.3g}"
-
-
-@pytest.mark.parametrize("case", _case_params())
+@pytest.mark.parametrize("case", CASES, ids=[c["id"] for c in CASES])
 def test_final_audio(case, run_case):
     result, _ = run_case(case)
-    golden = _golden(case["id"])["audio"]
+    golden = corpus_case_arrays(case["id"])["audio"]
     assert result.sample_rate == case["sample_rate"]
     assert result.audio.dtype == np.int16
     assert result.audio.shape == golden.shape, f"length {result.audio.shape[0]} != golden {golden.shape[0]}"
@@ -232,7 +191,7 @@ def test_final_audio(case, run_case):
 def test_stage_array(case, name, run_case):
     _, recorded = run_case(case)
     assert name in recorded, f"{name} was not produced (the decoder made different calls)"
-    _assert_matches(name, recorded[name], _golden(case["id"])[name])
+    assert_matches_corpus(recorded[name], corpus_case_arrays(case["id"])[name], name)
 
 
 @pytest.mark.parametrize("case", CASES, ids=[c["id"] for c in CASES])
