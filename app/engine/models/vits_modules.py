@@ -125,25 +125,24 @@ def _offset_rows(table: torch.Tensor, length: int, window: int) -> torch.Tensor:
     return table.unsqueeze(0)
 
 
-def _offset_index(length: int, device: torch.device) -> torch.Tensor:
-    """``[t, t]``: for query i and key j, the column of offset j - i in a ``[.., 2t-1]`` offset axis."""
-    positions = torch.arange(length, device=device)
-    return positions.view(1, -1) - positions.view(-1, 1) + (length - 1)
-
-
 def _offsets_to_keys(per_offset: torch.Tensor) -> torch.Tensor:
-    """``[b, h, t, 2t-1]`` values per (query, offset) -> ``[b, h, t, t]`` per (query, key)."""
+    """``[b, h, t, 2t-1]`` values per (query i, offset) -> ``[b, h, t, t]`` per (query i, key j = i + offset).
+
+    Pure data movement by skewing: with one zero column appended, row i of the flattened tensor
+    starts one place later in every next row of a ``[t+1, 2t-1]`` view, which lines offset 0 up on the
+    diagonal (no gather index tensor needed).
+    """
     b, h, t, _ = per_offset.shape
-    return per_offset.gather(-1, _offset_index(t, per_offset.device).expand(b, h, t, t))
+    flat = F.pad(per_offset, (0, 1)).reshape(b, h, 2 * t * t)
+    return F.pad(flat, (0, t - 1)).view(b, h, t + 1, 2 * t - 1)[:, :, :t, t - 1 :]
 
 
 def _keys_to_offsets(per_key: torch.Tensor) -> torch.Tensor:
-    """``[b, h, t, t]`` values per (query, key) -> ``[b, h, t, 2t-1]`` per (query, offset), 0 where
-    the offset points outside the sequence."""
+    """``[b, h, t, t]`` values per (query i, key j) -> ``[b, h, t, 2t-1]`` per (query i, offset j - i),
+    0 where the offset points outside the sequence: the inverse skew of :func:`_offsets_to_keys`."""
     b, h, t, _ = per_key.shape
-    padded = F.pad(per_key, (t - 1, t - 1))  # key j is column j + t - 1 here
-    columns = torch.arange(t, device=per_key.device).view(-1, 1) + torch.arange(2 * t - 1, device=per_key.device)
-    return padded.gather(-1, columns.expand(b, h, t, 2 * t - 1))
+    flat = F.pad(per_key, (0, t - 1)).reshape(b, h, t * (2 * t - 1))
+    return F.pad(flat, (t, 0)).view(b, h, t, 2 * t)[:, :, :, 1:]
 
 
 class FeedForward(nn.Module):

@@ -162,6 +162,23 @@ def test_relative_attention_matches_its_definition(length):
         torch.testing.assert_close(attn(x, x), _naive_relative_attention(attn, x), rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.parametrize("length", [1, 2, 7])
+def test_offset_and_key_axes_convert_both_ways_exactly(length):
+    from app.engine.models.vits_modules import _keys_to_offsets, _offsets_to_keys
+
+    per_offset = torch.randn(2, 3, length, 2 * length - 1)
+    per_key = torch.randn(2, 3, length, length)
+    keys, offsets = _offsets_to_keys(per_offset), _keys_to_offsets(per_key)
+    assert keys.shape == per_key.shape and offsets.shape == per_offset.shape
+    for i in range(length):
+        for j in range(length):  # key j sits at offset j - i, column j - i + length - 1
+            assert torch.equal(keys[..., i, j], per_offset[..., i, j - i + length - 1])
+        for m in range(2 * length - 1):
+            j = i + m - (length - 1)
+            expected = per_key[..., i, j] if 0 <= j < length else torch.zeros(2, 3)
+            assert torch.equal(offsets[..., i, m], expected)
+
+
 def test_codebooks_pick_the_nearest_vector_and_decode_back():
     torch.manual_seed(0)
     books = ResidualCodebooks(1, 16, 4)
