@@ -1,4 +1,5 @@
-"""One error shape for every 4xx/5xx answer, and the exception the engine raises to produce one.
+"""One error shape for every 4xx/5xx answer: the HTTP statuses of the engine's error kinds, and the
+errors the HTTP layer raises itself (upload and size limits).
 
 Body: ``{"error": {"code": "...", "message": "...", "request_id": "...", "details": ...}}``.
 ``code`` is stable and machine-readable; ``message`` is for people; no stack trace is ever sent.
@@ -15,13 +16,15 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from app.engine import errors as engine_errors
 from app.logging_setup import request_id_var
 
 log = logging.getLogger(__name__)
 
 
 class ServiceError(Exception):
-    """An error with an HTTP status and a stable code, raised anywhere below the routers."""
+    """An error with an HTTP status and a stable code, raised by the HTTP layer itself (the engine
+    raises ``app.engine.errors`` kinds, mapped by :data:`ENGINE_STATUS`)."""
 
     status_code = 400
     code = "bad_request"
@@ -45,11 +48,6 @@ class ServiceError(Exception):
         self.details = details
 
 
-class NotFound(ServiceError):
-    status_code = 404
-    code = "not_found"
-
-
 class PayloadTooLarge(ServiceError):
     status_code = 413
     code = "payload_too_large"
@@ -60,21 +58,19 @@ class InvalidInput(ServiceError):
     code = "invalid_input"
 
 
-class Cancelled(ServiceError):
-    status_code = 409
-    code = "synthesis_cancelled"
+# The HTTP status of each engine error kind (the most specific class listed first wins).
+ENGINE_STATUS: tuple[tuple[type[engine_errors.EngineError], int], ...] = (
+    (engine_errors.InvalidRequest, 422),
+    (engine_errors.NotFound, 404),
+    (engine_errors.Conflict, 409),
+    (engine_errors.Cancelled, 409),
+    (engine_errors.Busy, 429),
+    (engine_errors.ModelUnavailable, 503),
+)
 
 
-class Busy(ServiceError):
-    status_code = 429
-    code = "queue_full"
-
-
-class MissingWeights(ServiceError):
-    """A model the service needs is not in the weights root (server configuration, not the request)."""
-
-    status_code = 503
-    code = "missing_weights"
+def engine_status(exc: engine_errors.EngineError) -> int:
+    return next((status for kind, status in ENGINE_STATUS if isinstance(exc, kind)), 500)
 
 
 _STATUS_CODES = {
@@ -123,6 +119,13 @@ def install_error_handlers(app: FastAPI) -> None:
     async def _service_error(request: Request, exc: ServiceError):
         log.info("%s %s -> %d %s: %s", request.method, request.url.path, exc.status_code, exc.code, exc.message)
         return error_response(exc.status_code, exc.message, exc.code, exc.details, headers=exc.headers)
+
+    @app.exception_handler(engine_errors.EngineError)
+    async def _engine_error(request: Request, exc: engine_errors.EngineError):
+        status = engine_status(exc)
+        headers = {"Retry-After": str(exc.retry_after_s)} if isinstance(exc, engine_errors.Busy) else None
+        log.info("%s %s -> %d %s: %s", request.method, request.url.path, status, exc.code, exc.message)
+        return error_response(status, exc.message, exc.code, headers=headers)
 
     @app.exception_handler(RequestValidationError)
     async def _validation_error(request: Request, exc: RequestValidationError):

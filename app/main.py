@@ -2,18 +2,22 @@
 
 from __future__ import annotations
 
+import logging
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
 from app import __version__
+from app.demo_setup import demo_warnings, prepare_demo_weights
 from app.engine.engine import Engine
 from app.errors import install_error_handlers
 from app.logging_setup import configure_logging
 from app.middleware import RequestContextMiddleware
 from app.routers import health, synthesis, text, weights
 from app.schemas.errors import error_responses
-from app.settings import Settings
+from app.settings import Settings, engine_config
+
+log = logging.getLogger(__name__)
 
 DESCRIPTION = """
 GPT-SoVITS voice-cloning text-to-speech over HTTP. The endpoints mirror upstream's fast web UI
@@ -29,7 +33,11 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
-        app.state.engine = engine or Engine(settings)
+        app.state.engine = engine or Engine(engine_config(settings))
+        if settings.demo_if_empty:
+            prepare_demo_weights(settings.weights_root, app.state.engine.weight_choices())
+        for warning in demo_warnings(settings.weights_root):
+            log.warning(warning)
         app.state.engine.start()
         try:
             yield

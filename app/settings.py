@@ -8,6 +8,8 @@ from typing import Literal
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from app.engine.engine import EngineConfig
+
 
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="GSV_", env_file=".env", extra="ignore")
@@ -39,6 +41,13 @@ class Settings(BaseSettings):
         2, ge=1, description="Loaded GPT models and loaded SoVITS models kept each (least recently used go)."
     )
     max_queue: int = Field(16, ge=1, description="Synthesis requests waiting at most; more get 429.")
+    decoder_noise_scale: float = Field(
+        0.5,
+        ge=0.0,
+        le=10.0,
+        description="SoVITS decoder sampling noise (upstream: 0.5). 0 makes synthesis reproduce the "
+        "conformance corpus, upstream's own output with its noise off.",
+    )
     max_body_bytes: int = Field(
         32 * 1024 * 1024,
         ge=1024,
@@ -46,10 +55,14 @@ class Settings(BaseSettings):
     )
 
 
-def resolve_device(setting: str) -> str:
-    """The torch device string for a ``device`` setting."""
-    if setting != "auto":
-        return setting
-    import torch
-
-    return "cuda" if torch.cuda.is_available() else "cpu"
+def engine_config(settings: Settings) -> EngineConfig:
+    """What the engine needs of the settings (it never reads them itself)."""
+    return EngineConfig(
+        weights_root=settings.weights_root,
+        device=settings.device,
+        half=settings.half,
+        max_loaded_models=settings.max_loaded_models,
+        max_queue=settings.max_queue,
+        decoder_noise_scale=settings.decoder_noise_scale,
+        torch_threads=settings.torch_threads,
+    )

@@ -29,19 +29,19 @@ import soxr
 import torch
 import torchaudio
 
+from app.engine.errors import InvalidRequest
+
 HUBERT_SAMPLE_RATE = 16000
 SV_SAMPLE_RATE = 16000
-
-# Upstream refuses references outside 3-10 s, measured on the 16 kHz HuBERT input (48000..160000 samples).
-MIN_REFERENCE_SAMPLES_16K = 3 * HUBERT_SAMPLE_RATE
-MAX_REFERENCE_SAMPLES_16K = 10 * HUBERT_SAMPLE_RATE
 
 # Seconds of silence appended to the HuBERT input.
 HUBERT_PADDING_SECONDS = 0.3
 
 
-class ReferenceAudioError(ValueError):
+class ReferenceAudioError(InvalidRequest, ValueError):
     """A reference clip that cannot be used (unreadable, empty, or outside the allowed duration)."""
+
+    code = "invalid_reference_audio"
 
 
 AudioSource = str | Path | bytes | bytearray | memoryview | BinaryIO
@@ -96,15 +96,9 @@ def hubert_input(
     ``model_sampling_rate`` is the SoVITS model's rate. Upstream quirk, reproduced on purpose: the
     appended silence is ``int(model_sampling_rate * 0.3)`` samples, i.e. 0.3 s counted at the *model*
     rate although the audio is at 16 kHz (0.6 s of zeros for a 32 kHz model). The prompt codes depend on it.
-
-    Raises ReferenceAudioError when the clip is shorter than 3 s or longer than 10 s (upstream's rule).
+    The 3-10 s rule is checked before (``app.engine.planning.check_reference``).
     """
     wav16k = resample_soxr_hq(np.asarray(samples, dtype=np.float32), sr, HUBERT_SAMPLE_RATE)
-    n = wav16k.shape[-1]
-    if not MIN_REFERENCE_SAMPLES_16K <= n <= MAX_REFERENCE_SAMPLES_16K:
-        raise ReferenceAudioError(
-            f"reference audio must be 3 to 10 seconds long, got {n / HUBERT_SAMPLE_RATE:.2f} s"
-        )
     padding = np.zeros(int(model_sampling_rate * HUBERT_PADDING_SECONDS), dtype=np.float32)
     return torch.from_numpy(np.concatenate([wav16k, padding]))[None].to(device)
 

@@ -1,19 +1,22 @@
-"""What one synthesis request needs, as plain data: :class:`SynthesisJob` and :class:`ReferenceAudio`.
+"""What one synthesis request is, as plain data: :class:`SynthesisJob`, :class:`ReferenceAudio`, and the
+one set of defaults and bounds every surface uses.
 
-A job is built by the service side (routers/scheduler) and read by :func:`app.engine.pipeline.synthesize`.
-It holds no models and no tensors, only the request: texts, language and cut-method codes, the reference
-audio and every upstream parameter.
-
-Defaults are those of upstream's synthesis UI (``inference_webui_fast.py``; its ``inference`` function
-takes the 21 parameters listed on :class:`SynthesisJob`), plus ``batch_threshold`` from upstream's API
-and the SoVITS ``noise_scale`` that upstream hard-codes to 0.5.
+A job is built by a client surface (REST, web UI, other APIs) and read by the engine. It holds no models
+and no tensors, only the request: texts, language and cut-method codes, the reference audio and every
+upstream parameter. Its field defaults ARE the service's defaults: upstream's fast web UI
+(``inference_webui_fast.py``: top_k 5, cut1, batch 20 ...), plus ``batch_threshold`` from upstream's
+API. The HTTP schemas read them from here (:func:`job_defaults`) rather than repeating them, and
+:data:`PARAMETER_BOUNDS` is the one place the accepted ranges are written down (checked by
+``app.engine.planning``; published by the schemas).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 from dataclasses import dataclass, field
 from functools import cached_property
+from typing import Any
 
 import numpy as np
 
@@ -21,10 +24,38 @@ from app.engine.audio_features import AudioSource, load_reference
 
 # Cut methods by code (upstream's text_split_method values).
 CUT_METHODS: tuple[str, ...] = ("cut0", "cut1", "cut2", "cut3", "cut4", "cut5")
+# Flow-matching step counts upstream's UI offers (v3/v4).
+SAMPLE_STEPS: tuple[int, ...] = (4, 8, 16, 32, 64, 128)
+MAX_SEED = 2**32 - 1  # upstream draws random seeds in [0, 2**32 - 1]
 
 
-class SynthesisCancelled(Exception):
-    """The job was stopped (``should_stop`` returned True) before its audio was complete."""
+@dataclass(frozen=True)
+class Bounds:
+    """An accepted closed range (``low`` excluded when ``low_exclusive``)."""
+
+    low: float
+    high: float
+    low_exclusive: bool = False
+
+    def contains(self, value: float) -> bool:
+        above = value > self.low if self.low_exclusive else value >= self.low
+        return above and value <= self.high
+
+    def describe(self) -> str:
+        return f"{'(' if self.low_exclusive else '['}{self.low:g}, {self.high:g}]"
+
+
+PARAMETER_BOUNDS: dict[str, Bounds] = {
+    "top_k": Bounds(1, 100),
+    "top_p": Bounds(0.0, 1.0),
+    "temperature": Bounds(0.0, 2.0, low_exclusive=True),  # upstream divides by it
+    "batch_size": Bounds(1, 200),
+    "speed_factor": Bounds(0.25, 4.0),
+    "fragment_interval": Bounds(0.01, 5.0),
+    "seed": Bounds(-1, MAX_SEED),
+    "repetition_penalty": Bounds(0.0, 2.0),
+    "batch_threshold": Bounds(0.0, 1.0),
+}
 
 
 @dataclass(frozen=True, eq=False)
@@ -50,6 +81,10 @@ class ReferenceAudio:
         samples, sample_rate = load_reference(source)
         return cls(samples, sample_rate)
 
+    @property
+    def seconds(self) -> float:
+        return self.samples.shape[0] / self.sample_rate
+
     @cached_property
     def digest(self) -> str:
         """Identity of the clip's content, for caching what is computed from it."""
@@ -69,16 +104,17 @@ class SynthesisJob:
     The 21 parameters of upstream's ``inference`` (UI defaults): text, text_lang, ref_audio,
     aux_ref_audios, prompt_text, prompt_lang, top_k, top_p, temperature, text_split_method, batch_size,
     speed_factor, ref_text_free, split_bucket, fragment_interval, seed, keep_random, parallel_infer,
-    repetition_penalty, sample_steps, super_sampling.
+    repetition_penalty, sample_steps, super_sampling. The rules that apply to them are in
+    ``app.engine.planning``.
     """
 
     text: str
-    text_lang: str
     ref_audio: ReferenceAudio | bytes
+    text_lang: str = "all_zh"
     prompt_text: str = ""
     prompt_lang: str = "all_zh"
     aux_ref_audios: list[ReferenceAudio | bytes] = field(default_factory=list)
-    top_k: int = 15
+    top_k: int = 5
     top_p: float = 1.0
     temperature: float = 1.0
     text_split_method: str = "cut1"
@@ -94,21 +130,8 @@ class SynthesisJob:
     repetition_penalty: float = 1.35
     sample_steps: int = 32  # v3/v4 only
     super_sampling: bool = False  # v3 only
-    # Not in the UI: upstream's API parameter for bucketing, and the SoVITS sampling noise.
+    # Not in the UI: upstream's API parameter for bucketing.
     batch_threshold: float = 0.75
-    noise_scale: float = 0.5
-
-    def __post_init__(self) -> None:
-        if self.text_split_method not in CUT_METHODS:
-            raise ValueError(f"unknown cut method {self.text_split_method!r}; expected one of {CUT_METHODS}")
-        if self.batch_size < 1:
-            raise ValueError("batch_size must be at least 1")
-        if self.speed_factor <= 0:
-            raise ValueError("speed_factor must be positive")
-        if self.fragment_interval < 0:
-            raise ValueError("fragment_interval cannot be negative")
-        if self.noise_scale < 0:
-            raise ValueError("noise_scale cannot be negative")
 
     @property
     def uses_prompt_text(self) -> bool:
@@ -119,3 +142,12 @@ class SynthesisJob:
     def requested_seed(self) -> int:
         """The seed asked for; -1 means "draw one" (keep_random forces that, as upstream's UI does)."""
         return -1 if self.keep_random else int(self.seed)
+
+
+def job_defaults() -> dict[str, Any]:
+    """Every job parameter that has a default, with it: the service's one set of defaults."""
+    return {
+        f.name: f.default
+        for f in dataclasses.fields(SynthesisJob)
+        if f.default is not dataclasses.MISSING
+    }

@@ -68,6 +68,14 @@ class ModelCache(Generic[T]):
             self._notify(evicted)
             return value
 
+    def peek(self, key: Hashable) -> T | None:
+        """The entry if it is loaded (marked as recently used), else None; never loads."""
+        with self._lock:
+            if key not in self._items:
+                return None
+            self._items.move_to_end(key)
+            return self._items[key]
+
     def discard_where(self, predicate: Callable[[Hashable], bool]) -> None:
         """Drop every entry whose key satisfies ``predicate``."""
         with self._lock:

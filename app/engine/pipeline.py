@@ -1,23 +1,21 @@
 """The synthesis path: one :class:`SynthesisJob` + a loaded :class:`Voice` → int16 audio.
 
-Upstream's ``TTS.run`` (non-streaming) for v1/v2/v2Pro/v2ProPlus, stage by stage:
+Upstream's ``TTS.run`` (non-streaming), stage by stage:
 
-1. references: the main clip must be 3-10 s; its semantic codes (the GPT prompt) and the conditioning
-   of every reference (main first, then auxiliary ones, averaged by the decoder) come from the voice,
-   which caches them per clip;
-2. prompt text: closed with a full stop when it lacks one, then read like a text piece; its phones and
+1. plan (``app.engine.planning``): the job's rules are checked and upstream's per-request decisions
+   made: which references condition the decoder, bucketing, the seed, super-sampling;
+2. references: the main clip's semantic codes (the GPT prompt) and the conditioning of every reference
+   the decoder reads come from the voice, which caches them per clip;
+3. prompt text: closed with a full stop when it lacks one, then read like a text piece; its phones and
    BERT features precede those of every piece in the GPT input (skipped in prompt-free mode);
-3. text: cut into pieces (the frontend), each with phones and BERT features;
-4. batches: pieces grouped by :func:`plan_batches` (bucketing by length when ``split_bucket``);
-5. per batch: GPT decode (parallel or sequential) → semantic tokens → decoder → one waveform per piece;
-6. assembly in text order: each piece peak-limited and followed by ``fragment_interval`` of silence;
+4. text: cut into pieces (the frontend), each with phones and BERT features;
+5. batches: pieces grouped by :func:`~app.engine.planning.plan_batches`;
+6. per batch: GPT decode (parallel or sequential) → semantic tokens → the voice's decoder → one
+   waveform per piece (SoVITS for v1-v2ProPlus; content features -> flow matching -> vocoder for v3/v4,
+   through the same interface);
+7. assembly in text order: each piece peak-limited and followed by ``fragment_interval`` of silence;
    for v3 with ``super_sampling``, the whole waveform is extended 24 -> 48 kHz (AP-BWE) and peak-limited
    again; then int16.
-
-v3/v4 voices take the same path; only their decoder differs (:class:`~app.engine.voice.VocoderDecoder`:
-content features -> flow-matching sampler with ``sample_steps`` -> vocoder, at the vocoder's rate). As
-upstream, they need a prompt text (:class:`PromptTextRequired` otherwise), use only the main reference,
-and turn bucketing off in parallel mode (the batched sampler keeps the pieces in text order).
 
 Randomness (GPT sampling, decoder noise, the v3/v4 sampler's start noise) comes from one
 ``torch.Generator`` seeded with the job's seed, consumed in upstream's order, so a seeded job is
@@ -27,21 +25,22 @@ reproducible and needs no global seeding.
 from __future__ import annotations
 
 import logging
-import random
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 
 from app.engine.audio import assemble_fragments, peak_limited, silence_samples, to_int16
-from app.engine.jobs import SynthesisCancelled, SynthesisJob, as_reference
+from app.engine.decoders import DecodeSettings
+from app.engine.errors import Cancelled, Conflict
+from app.engine.jobs import SynthesisJob
 from app.engine.models.bandwidth_extension import BandwidthExtender
 from app.engine.models.t2s import DecodeCancelled
-from app.engine.text.cut import SPLITS
+from app.engine.planning import closed_prompt_text, plan_batches, plan_synthesis
 from app.engine.text.preprocess import Segment, phones_for_piece, preprocess
-from app.engine.voice import StartNoise, VocoderDecoder, VocoderPrompt, Voice
+from app.engine.voice import Voice
 
 log = logging.getLogger(__name__)
 
@@ -49,20 +48,7 @@ log = logging.getLogger(__name__)
 # every batch with the number of pieces synthesised so far.
 ProgressCallback = Callable[[str, int, int], None]
 
-MAX_SEED = 2**32 - 1  # upstream draws random seeds in [0, 2**32 - 1]
-
-__all__ = [
-    "PromptTextRequired",
-    "SynthesisCancelled",
-    "SynthesisResult",
-    "plan_batches",
-    "resolve_seed",
-    "synthesize",
-]
-
-
-class PromptTextRequired(ValueError):
-    """v3/v4 cannot synthesise without the reference's text (upstream's NO_PROMPT_ERROR)."""
+DEFAULT_NOISE_SCALE = 0.5  # upstream hard-codes the SoVITS decoder's noise scale to 0.5
 
 
 @dataclass(frozen=True)
@@ -70,6 +56,10 @@ class SynthesisResult:
     sample_rate: int
     audio: np.ndarray  # int16, mono
     seed: int  # the seed actually used (a drawn one when the job asked for -1)
+
+    @property
+    def seconds(self) -> float:
+        return self.audio.shape[0] / self.sample_rate
 
 
 @dataclass(frozen=True)
@@ -81,115 +71,52 @@ class _Prompt:
     codes: torch.Tensor  # [P] semantic codes of the main reference
 
 
-def resolve_seed(requested: int) -> int:
-    """``-1`` → a random seed in [0, 2**32 - 1] (upstream's rule); anything else is used as given."""
-    if requested == -1:
-        return random.SystemRandom().randint(0, MAX_SEED)
-    if not 0 <= requested <= MAX_SEED:
-        raise ValueError(f"seed must be -1 or in [0, {MAX_SEED}], got {requested}")
-    return requested
-
-
-def plan_batches(
-    lengths: Sequence[int], batch_size: int, threshold: float = 0.75, bucket: bool = True
-) -> list[list[int]]:
-    """Group piece indices into GPT batches (upstream's ``to_batch``).
-
-    Without bucketing: consecutive groups of ``batch_size``. With bucketing: pieces sorted by length
-    (stable), then each batch takes up to ``batch_size`` of the next pieces and shrinks from the end
-    until its middle element's length is at least ``threshold`` times the batch's mean length.
-    """
-    if batch_size < 1:
-        raise ValueError("batch_size must be at least 1")
-    n = len(lengths)
-    if not bucket:
-        return [list(range(start, min(start + batch_size, n))) for start in range(0, n, batch_size)]
-    order = sorted(range(n), key=lambda i: lengths[i])
-    sorted_lengths = np.array([lengths[i] for i in order], dtype=np.float32)
-    batches: list[list[int]] = []
-    pos = 0
-    while pos < n:
-        end = min(pos + batch_size, n)
-        while end - pos > 1:
-            window = sorted_lengths[pos:end]
-            # In float64 like upstream under NumPy 1.x (float32 scalar + Python float promoted then):
-            # the 1e-8 must survive, so a middle length of exactly threshold * mean does NOT pass.
-            score = float(window[(end - pos) // 2]) / (float(window.mean()) + 1e-8)
-            if score >= threshold:
-                break
-            end -= 1
-        batches.append(order[pos:end])
-        pos = end
-    return batches
-
-
-def _closed_prompt_text(text: str, lang: str) -> str:
-    """Upstream closes the prompt text with a full stop when it does not end in a split mark."""
-    text = text.strip("\n")
-    if text and text[-1] not in SPLITS:
-        text += "." if lang == "en" else "。"
-    return text
-
-
 def synthesize(
     job: SynthesisJob,
     voice: Voice,
     *,
+    noise_scale: float = DEFAULT_NOISE_SCALE,
     should_stop: Callable[[], bool] | None = None,
     on_progress: ProgressCallback | None = None,
     generator: torch.Generator | None = None,
-    start_noise: StartNoise | None = None,
     bandwidth_extender: BandwidthExtender | None = None,
 ) -> SynthesisResult:
-    """Run one job. ``should_stop`` is polled at every GPT decode step and between stages; when it
-    returns True, :class:`SynthesisCancelled` is raised. ``generator`` replaces the one seeded from
-    the job (the reported seed is still the job's). ``start_noise`` (v3/v4, for tests) supplies the
-    sampler's start noise per call instead of drawing it from the generator. ``bandwidth_extender``: the
-    AP-BWE model, needed when a v3 job asks for ``super_sampling`` (ignored for other versions, as upstream).
+    """Run one job. ``noise_scale``: the SoVITS decoder's sampling noise (the service's
+    ``GSV_DECODER_NOISE_SCALE``; 0 reproduces the conformance corpus). ``should_stop`` is polled at
+    every GPT decode step and between stages; when it returns True, ``Cancelled`` is raised.
+    ``generator`` replaces the one seeded from the job (the reported seed is still the job's).
+    ``bandwidth_extender``: the AP-BWE model, needed when a v3 job asks for ``super_sampling``.
 
-    Raises ``TextRejected`` (nothing readable in the text), ``ReferenceAudioError`` (bad or too
-    short/long reference), :class:`PromptTextRequired` (v3/v4 without prompt text) and ValueError for
-    invalid codes or parameters.
+    Refusals are ``app.engine.errors`` kinds (InvalidRequest for the job's rules, text with nothing
+    readable and bad references; Conflict for super-sampling without its model; Cancelled).
     """
 
     def check_stop() -> None:
         if should_stop is not None and should_stop():
-            raise SynthesisCancelled("synthesis was stopped")
+            raise Cancelled("synthesis was stopped")
 
     started = time.perf_counter()
-    uses_vocoder = isinstance(voice.decoder, VocoderDecoder)  # v3/v4
-    if uses_vocoder and not job.uses_prompt_text:
-        raise PromptTextRequired(
-            f"{voice.model_version} models need the reference's text: set prompt_text (prompt-free mode "
-            "is only available for v2 and later models that do not use a vocoder)"
-        )
-    super_sample = job.super_sampling and voice.model_version == "v3"
-    if super_sample and bandwidth_extender is None:
-        raise ValueError("super_sampling needs the AP-BWE model (bandwidth_extender)")
-    seed = resolve_seed(job.requested_seed)
+    plan = plan_synthesis(job, voice.model_version)
+    if plan.super_sample and bandwidth_extender is None:
+        raise Conflict("super_sampling needs the AP-BWE model", code="super_sampling_model_missing")
     if generator is None:
-        generator = torch.Generator(device=voice.device).manual_seed(seed)
+        generator = torch.Generator(device=voice.device).manual_seed(plan.seed)
 
-    # 1. references (main first: its conditioning leads the average, as upstream orders them)
-    reference = as_reference(job.ref_audio)
-    voice.check_reference(reference)
-    references = [reference, *(as_reference(aux) for aux in job.aux_ref_audios)]
-    if uses_vocoder:
-        references = [reference]  # upstream's v3/v4 synthesis reads the main reference only
-    conditioning = [voice.conditioning(r) for r in references]
+    # references (main first: its conditioning leads the average, as upstream orders them)
+    conditioning = [voice.conditioning(r) for r in plan.references]
     check_stop()
 
-    # 2. prompt text
+    # prompt text
     prompt: _Prompt | None = None
-    if job.uses_prompt_text:
-        text = _closed_prompt_text(job.prompt_text, job.prompt_lang)
+    if plan.uses_prompt:
+        text = closed_prompt_text(job.prompt_text, job.prompt_lang)
         segment = phones_for_piece(text, job.prompt_lang, voice.text_version)
         prompt = _Prompt(
-            segment.phone_ids, voice.shared.bert.segment_features(segment), voice.prompt_codes(reference)
+            segment.phone_ids, voice.shared.bert.segment_features(segment), voice.prompt_codes(plan.references[0])
         )
     check_stop()
 
-    # 3. text
+    # text
     segments: list[Segment] = preprocess(job.text, job.text_lang, job.text_split_method, voice.text_version)
     features: list[torch.Tensor] = []
     for segment in segments:
@@ -198,21 +125,22 @@ def synthesize(
     if on_progress is not None:
         on_progress("text", len(segments), len(segments))
 
-    # 4. batches. Upstream turns bucketing off when the speed changes, and for v3/v4 in parallel mode.
-    bucket = job.split_bucket and job.speed_factor == 1.0 and not (uses_vocoder and job.parallel_infer)
-    decoder_inputs = {}
-    if uses_vocoder:
-        assert prompt is not None  # checked above
-        decoder_inputs["prompt"] = VocoderPrompt(
-            prompt.codes, prompt.phone_ids, job.sample_steps, job.parallel_infer, start_noise
-        )
-    batches = plan_batches([len(s.norm_text) for s in segments], job.batch_size, job.batch_threshold, bucket)
+    settings = DecodeSettings(
+        speed=job.speed_factor,
+        noise_scale=noise_scale,
+        generator=generator,
+        prompt_codes=None if prompt is None else prompt.codes,
+        prompt_phone_ids=() if prompt is None else tuple(prompt.phone_ids),
+        sample_steps=job.sample_steps,
+        batched=job.parallel_infer,
+    )
+    batches = plan_batches([len(s.norm_text) for s in segments], job.batch_size, job.batch_threshold, plan.bucket)
     log.info(
         "synthesising %d piece(s) in %d batch(es) (%s GPT decode, seed %d)",
-        len(segments), len(batches), "parallel" if job.parallel_infer else "sequential", seed,
+        len(segments), len(batches), "parallel" if job.parallel_infer else "sequential", plan.seed,
     )  # fmt: skip
 
-    # 5. per batch: GPT → tokens → waveform per piece
+    # per batch: GPT → tokens → waveform per piece
     fragments: list[torch.Tensor | None] = [None] * len(segments)
     done = 0
     for number, rows in enumerate(batches, start=1):
@@ -222,15 +150,7 @@ def synthesize(
                                 generator, should_stop)  # fmt: skip
         check_stop()
         phones = [torch.tensor(segments[i].phone_ids, dtype=torch.long) for i in rows]
-        audio = voice.decoder.fragments(
-            tokens,
-            phones,
-            conditioning,
-            speed=job.speed_factor,
-            noise_scale=job.noise_scale,
-            generator=generator,
-            **decoder_inputs,  # v3/v4 only: the prompt and sampler settings (VocoderDecoder)
-        )
+        audio = voice.decoder.fragments(tokens, phones, conditioning, settings)
         for index, fragment in zip(rows, audio, strict=True):
             fragments[index] = fragment
         done += len(rows)
@@ -242,12 +162,12 @@ def synthesize(
         if on_progress is not None:
             on_progress("batch", done, len(segments))
 
-    # 6. assembly. Quirk kept: the pause length uses the SoVITS model's rate (upstream does so even for
+    # assembly. Quirk kept: the pause length uses the SoVITS model's rate (upstream does so even for
     # v3/v4, whose vocoder output rate differs).
     pause = silence_samples(voice.model_sample_rate, job.fragment_interval)
     waveform = assemble_fragments([f for f in fragments if f is not None], pause)
     sample_rate = voice.sample_rate
-    if super_sample:
+    if plan.super_sample:
         assert bandwidth_extender is not None
         check_stop()
         extended = bandwidth_extender.extend(torch.from_numpy(waveform), sample_rate)
@@ -260,7 +180,7 @@ def synthesize(
         sample_rate,
         time.perf_counter() - started,
     )
-    return SynthesisResult(sample_rate=sample_rate, audio=audio, seed=seed)
+    return SynthesisResult(sample_rate=sample_rate, audio=audio, seed=plan.seed)
 
 
 def _decode_tokens(
@@ -293,4 +213,4 @@ def _decode_tokens(
             should_stop=should_stop,
         )
     except DecodeCancelled as exc:
-        raise SynthesisCancelled("synthesis was stopped") from exc
+        raise Cancelled("synthesis was stopped") from exc

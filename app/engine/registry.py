@@ -14,7 +14,8 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
 from app.engine.checkpoints import ZIP_MAGIC, CheckpointError, load_checkpoint, weights_of
-from app.errors import NotFound, ServiceError
+from app.engine.errors import InvalidRequest, NotFound
+from app.engine.text.symbols import text_version, text_version_of_gpt, text_version_of_table
 
 PRETRAINED = "GPT_SoVITS/pretrained_models"
 
@@ -52,38 +53,40 @@ GPT_DIR_BY_VERSION = {v: "GPT_weights" + ("" if v == "v1" else f"_{v}") for v in
 SOVITS_DIRS = tuple(SOVITS_DIR_BY_VERSION.values())
 GPT_DIRS = tuple(GPT_DIR_BY_VERSION.values())
 
-# (symbol version, model version, is LoRA) by the 2-byte header upstream writes over "PK".
-_BY_HEADER: dict[bytes, tuple[str, str, bool]] = {
-    b"00": ("v1", "v1", False),
-    b"01": ("v2", "v2", False),
-    b"02": ("v2", "v3", False),
-    b"03": ("v2", "v3", True),
-    b"04": ("v2", "v4", True),
-    b"05": ("v2", "v2Pro", False),
-    b"06": ("v2", "v2ProPlus", False),
+# (model version, is LoRA) by the 2-byte header upstream writes over "PK".
+_BY_HEADER: dict[bytes, tuple[str, bool]] = {
+    b"00": ("v1", False),
+    b"01": ("v2", False),
+    b"02": ("v3", False),
+    b"03": ("v3", True),
+    b"04": ("v4", True),
+    b"05": ("v2Pro", False),
+    b"06": ("v2ProPlus", False),
 }
 # md5 of the first 8 KiB of the official pretrained SoVITS files (upstream process_ckpt.py).
-_BY_PRETRAINED_MD5: dict[str, tuple[str, str, bool]] = {
-    "dc3c97e17592963677a4a1681f30c653": ("v2", "v2", False),  # s2G488k.pth
-    "43797be674a37c1c83ee81081941ed0f": ("v2", "v3", False),  # s2Gv3.pth
-    "6642b37f3dbb1f76882b69937c95a5f3": ("v2", "v2", False),  # s2G2333k.pth
-    "4f26b9476d0c5033e04162c486074374": ("v2", "v4", False),  # s2Gv4.pth
-    "c7e9fce2223f3db685cdfa1e6368728a": ("v2", "v2Pro", False),  # s2Gv2Pro.pth
-    "66b313e39455b57ab1b0bc0b239c9d0a": ("v2", "v2ProPlus", False),  # s2Gv2ProPlus.pth
+_BY_PRETRAINED_MD5: dict[str, tuple[str, bool]] = {
+    "dc3c97e17592963677a4a1681f30c653": ("v2", False),  # s2G488k.pth
+    "43797be674a37c1c83ee81081941ed0f": ("v3", False),  # s2Gv3.pth
+    "6642b37f3dbb1f76882b69937c95a5f3": ("v2", False),  # s2G2333k.pth
+    "4f26b9476d0c5033e04162c486074374": ("v4", False),  # s2Gv4.pth
+    "c7e9fce2223f3db685cdfa1e6368728a": ("v2Pro", False),  # s2Gv2Pro.pth
+    "66b313e39455b57ab1b0bc0b239c9d0a": ("v2ProPlus", False),  # s2Gv2ProPlus.pth
 }
 # Old headerless files: upstream tells v1 from v2 from v3 by size alone.
 _V1_MAX_BYTES = 82978 * 1024
 _V2_MAX_BYTES = 700 * 1024 * 1024
 
-V1_SYMBOL_COUNT = 322
-V2_SYMBOL_COUNT = 732
 
 
 @dataclass(frozen=True)
 class ModelVersion:
-    symbols: str  # "v1" or "v2": which symbol table and language modules the text frontend uses
     model: str  # v1, v2, v3, v4, v2Pro, v2ProPlus
     is_lora: bool = False
+
+    @property
+    def symbols(self) -> str:
+        """"v1" or "v2": which symbol table and language modules the text frontend uses."""
+        return text_version(self.model)
 
     @property
     def uses_vocoder(self) -> bool:
@@ -116,26 +119,22 @@ def sovits_version_from_file(path: Path, pretrained_as: str | None = None) -> Mo
     if header != ZIP_MAGIC:
         raise CheckpointError(path, "is not a SoVITS checkpoint (unknown file header)")
     if pretrained_as is not None:
-        return ModelVersion("v1" if pretrained_as == "v1" else "v2", pretrained_as)
+        return ModelVersion(pretrained_as)
     size = path.stat().st_size
     if size < _V1_MAX_BYTES:
-        return ModelVersion("v1", "v1")
+        return ModelVersion("v1")
     if size < _V2_MAX_BYTES:
-        return ModelVersion("v2", "v2")
-    return ModelVersion("v2", "v3")
+        return ModelVersion("v2")
+    return ModelVersion("v3")
 
 
 def refine_with_weights(fast: ModelVersion, weight: dict) -> ModelVersion:
     """What upstream decides once the file is loaded: the text embedding's size gives the symbol
     table, and for v1/v2-class files it overrides the fast guess (a small v2 file is not v1)."""
     embedding = weight.get("enc_p.text_embedding.weight")
-    if embedding is None:  # v3/v4 models have no text embedding there and use the v2 symbols
-        symbols = "v2"
-    else:
-        symbols = "v1" if embedding.shape[0] == V1_SYMBOL_COUNT else "v2"
-    if fast.model in ("v3", "v4") or "Pro" in fast.model:
-        return ModelVersion(symbols, fast.model, fast.is_lora)
-    return ModelVersion(symbols, symbols, fast.is_lora)
+    if fast.model in ("v3", "v4") or "Pro" in fast.model or embedding is None:
+        return fast
+    return ModelVersion(text_version_of_table(embedding.shape[0]), fast.is_lora)
 
 
 def pretrained_version_of(name: str) -> str | None:
@@ -150,24 +149,21 @@ def sovits_version(path: Path, pretrained_as: str | None = None) -> ModelVersion
     return refine_with_weights(fast, weights_of(checkpoint, path))
 
 
-def gpt_symbol_version(phone_vocab_size: int) -> str:
-    """The symbol table a GPT can read, from its phone embedding size. v1 GPTs have 512 rows (room
-    for the 322 v1 symbols), v2 and later 732, so only a table that fits every id is possible."""
-    return "v2" if phone_vocab_size >= V2_SYMBOL_COUNT else "v1"
+gpt_symbol_version = text_version_of_gpt  # the symbol table a GPT can read (see text.symbols)
 
 
 def resolve_under(root: str | os.PathLike, relative: str, what: str = "name") -> Path:
     """``relative`` resolved inside ``root``, refusing anything that leaves it: ``..``, absolute or
     drive paths, NUL bytes, and symlinks that point out. Existence is not checked here."""
     if not relative or "\x00" in relative:
-        raise ServiceError(f"empty or invalid {what}", code="invalid_name", status_code=422)
+        raise InvalidRequest(f"empty or invalid {what}", code="invalid_name")
     pure = PurePosixPath(relative.replace("\\", "/"))
     if pure.is_absolute() or ".." in pure.parts or re.match(r"^[A-Za-z]:", relative):
-        raise ServiceError(f"{what} {relative!r} must be a relative path", code="path_outside_root", status_code=422)
+        raise InvalidRequest(f"{what} {relative!r} must be a relative path", code="path_outside_root")
     base = Path(root).resolve()
     candidate = (base / pure).resolve()
     if not candidate.is_relative_to(base):
-        raise ServiceError(f"{what} {relative!r} points outside its root folder", code="path_outside_root", status_code=422)
+        raise InvalidRequest(f"{what} {relative!r} points outside its root folder", code="path_outside_root")
     return candidate
 
 

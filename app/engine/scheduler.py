@@ -11,7 +11,7 @@ touching the queue. Today's runner runs them one after another.
 
 Cancellation (``/stop``): each ticket has an event; the runner polls ``ticket.should_stop`` once per
 decode step. Cancelling a queued ticket answers it at once; cancelling a running one ends it within a
-step. Either way the request gets ``SynthesisCancelled`` and the worker keeps serving.
+step. Either way the request gets ``Cancelled`` and the worker keeps serving.
 """
 
 from __future__ import annotations
@@ -25,16 +25,15 @@ from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from app.engine.jobs import SynthesisCancelled
+from app.engine.errors import Busy, Cancelled
 from app.logging_setup import request_id_var
 
 log = logging.getLogger(__name__)
 
 
-class QueueFull(Exception):
+class QueueFull(Busy):
     def __init__(self, retry_after_s: int):
-        super().__init__(f"the synthesis queue is full; retry in about {retry_after_s} s")
-        self.retry_after_s = retry_after_s
+        super().__init__(f"the synthesis queue is full; retry in about {retry_after_s} s", retry_after_s=retry_after_s)
 
 
 @dataclass(eq=False)
@@ -108,7 +107,7 @@ class Scheduler:
         for ticket in targets:
             ticket.cancel()
         for ticket in queued:
-            ticket.resolve(error=SynthesisCancelled("cancelled before it started"))
+            ticket.resolve(error=Cancelled("synthesis was cancelled before it started"))
         if targets:
             log.info("cancelled %d synthesis request(s)%s", len(targets), f" for {request_id}" if request_id else "")
         return len(targets)

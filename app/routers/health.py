@@ -5,7 +5,8 @@ from __future__ import annotations
 from fastapi import APIRouter
 from fastapi.responses import JSONResponse
 
-from app.deps import EngineDep
+from app.demo_setup import demo_warnings
+from app.deps import EngineDep, SettingsDep
 from app.schemas.health import Liveness, Readiness
 
 router = APIRouter(tags=["health"])
@@ -22,13 +23,13 @@ def healthz() -> Liveness:
     summary="Readiness: the engine can serve",
     responses={503: {"model": Readiness, "description": "Not ready; `problems` says why"}},
 )
-def readyz(engine: EngineDep):
+def readyz(engine: EngineDep, settings: SettingsDep):
     status = engine.status()
     body = Readiness(
         status="ready" if status.ready else "not_ready",
         device=status.device,
         weights_root=status.weights_root,
         problems=status.problems,
-        warnings=status.warnings,
+        warnings=demo_warnings(settings.weights_root),
     )
     return body if status.ready else JSONResponse(body.model_dump(), status_code=503)

@@ -7,7 +7,8 @@ from typing import Annotated
 from fastapi import APIRouter, File, Form, Request, UploadFile
 from fastapi.responses import Response
 
-from app.deps import EngineDep
+from app.deps import EngineDep, SettingsDep
+from app.engine.audio import encode_wav
 from app.engine.audio_features import ReferenceAudioError, load_reference
 from app.engine.jobs import ReferenceAudio, SynthesisJob
 from app.engine.registry import resolve_under
@@ -18,18 +19,15 @@ from app.schemas.inference import InferenceParams, StopRequest, StopResponse
 
 router = APIRouter(tags=["synthesis"])
 
-MIN_REF_SECONDS, MAX_REF_SECONDS = 3.0, 10.0
-
-
 class UnsupportedAudio(ServiceError):
     status_code = 415
     code = "unsupported_audio"
 
 
-async def _read_clip(engine, source: UploadFile | str, field: str):
-    """Decode an upload (or a name under the reference-audio root) into (samples, rate)."""
+async def _read_clip(settings, source: UploadFile | str, field: str) -> ReferenceAudio:
+    """Decode an upload (or a name under the reference-audio root)."""
     if isinstance(source, str):
-        root = engine.settings.ref_audio_root
+        root = settings.ref_audio_root
         if root is None:
             raise InvalidInput(
                 f"{field}: upload a file; names are accepted only when GSV_REF_AUDIO_ROOT is set", code="upload_required"
@@ -43,7 +41,7 @@ async def _read_clip(engine, source: UploadFile | str, field: str):
     if not data:
         raise InvalidInput(f"{field}: the file {name!r} is empty", code="empty_audio")
     try:
-        return load_reference(data)
+        return ReferenceAudio(*load_reference(data))
     except ReferenceAudioError:
         raise UnsupportedAudio(f"{field}: {name!r} could not be decoded as WAV, FLAC, OGG or MP3") from None
 
@@ -67,26 +65,20 @@ async def _read_clip(engine, source: UploadFile | str, field: str):
 async def inference(
     request: Request,
     engine: EngineDep,
+    settings: SettingsDep,
     params: Annotated[InferenceParams, Form()],
     ref_audio_path: Annotated[UploadFile | str, File(description="Main reference clip, 3–10 s.")],
     aux_ref_audio_paths: Annotated[list[UploadFile], File(description="Extra reference clips.")] = [],  # noqa: B006
 ) -> Response:
-    check_text_size(params.text, engine.settings.max_text_chars, "text")
-    samples, rate = await _read_clip(engine, ref_audio_path, "ref_audio_path")
-    seconds = len(samples) / rate
-    if not MIN_REF_SECONDS <= seconds <= MAX_REF_SECONDS:
-        raise InvalidInput(
-            f"ref_audio_path is {seconds:.2f} s long; the reference clip must be 3–10 s", code="ref_audio_length"
-        )
-    aux = [await _read_clip(engine, clip, "aux_ref_audio_paths") for clip in aux_ref_audio_paths]
+    check_text_size(params.text, settings.max_text_chars, "text")
     job = SynthesisJob(
-        ref_audio=ReferenceAudio(samples, rate),
-        aux_ref_audios=[ReferenceAudio(*clip) for clip in aux],
+        ref_audio=await _read_clip(settings, ref_audio_path, "ref_audio_path"),
+        aux_ref_audios=[await _read_clip(settings, clip, "aux_ref_audio_paths") for clip in aux_ref_audio_paths],
         **params.model_dump(exclude={"gpt_weights", "sovits_weights"}),
     )
     result = await engine.synthesize(job, params.gpt_weights, params.sovits_weights)
     return Response(
-        content=result.wav_bytes,
+        content=encode_wav(result.audio, result.sample_rate),
         media_type="audio/wav",
         headers={"X-Seed": str(result.seed), "X-Sample-Rate": str(result.sample_rate)},
     )

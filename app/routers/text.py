@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from app.deps import EngineDep
+from app.deps import EngineDep, SettingsDep
 from app.errors import PayloadTooLarge
 from app.schemas.errors import error_responses
 from app.schemas.text import (
@@ -30,8 +30,8 @@ def check_text_size(text: str, limit: int, field: str) -> None:
     summary="Cut text into synthesis pieces, as upstream's UI does",
     responses=error_responses(413, 422),
 )
-def to_cut(body: ToCutRequest, engine: EngineDep) -> ToCutResponse:
-    check_text_size(body.text_inp, engine.settings.max_text_chars, "text_inp")
+def to_cut(body: ToCutRequest, engine: EngineDep, settings: SettingsDep) -> ToCutResponse:
+    check_text_size(body.text_inp, settings.max_text_chars, "text_inp")
     return ToCutResponse(text=engine.cut(body.text_inp, body.how_to_cut))
 
 
@@ -45,8 +45,8 @@ def to_cut(body: ToCutRequest, engine: EngineDep) -> ToCutResponse:
     ),
     responses=error_responses(413, 422),
 )
-def phonemize(body: PhonemizeRequest, engine: EngineDep) -> PhonemizeResponse:
-    check_text_size(body.text, engine.settings.max_text_chars, "text")
+def phonemize(body: PhonemizeRequest, engine: EngineDep, settings: SettingsDep) -> PhonemizeResponse:
+    check_text_size(body.text, settings.max_text_chars, "text")
     segments = engine.phonemize(body.text, body.text_lang, body.text_split_method, body.version)
     return PhonemizeResponse(
         segments=[

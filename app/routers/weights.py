@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from fastapi import APIRouter
 
 from app.deps import EngineDep
-from app.engine.engine import language_update, languages_for
+from app.engine.languages import languages_for
 from app.schemas.enums import language_label
 from app.schemas.errors import error_responses
 from app.schemas.weights import (
@@ -18,6 +20,22 @@ from app.schemas.weights import (
 )
 
 router = APIRouter(tags=["weights"])
+
+
+@dataclass(frozen=True)
+class LanguageUpdate:
+    """Upstream's web UI reaction to a SoVITS switch, for one language dropdown."""
+
+    language: str | None  # the code kept, or "all_zh" when the old one is not valid any more
+    reset: bool  # the text that belongs to the dropdown must be cleared
+
+
+def language_update(current: str | None, allowed: tuple[str, ...]) -> LanguageUpdate:
+    if current is None:
+        return LanguageUpdate(None, False)
+    if current in allowed:
+        return LanguageUpdate(current, False)
+    return LanguageUpdate("all_zh", True)
 
 
 @router.post(

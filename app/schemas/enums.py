@@ -8,6 +8,9 @@ from typing import Annotated, Literal, get_args
 
 from pydantic import AfterValidator
 
+from app.engine.jobs import CUT_METHODS
+from app.engine.languages import LANGUAGES
+
 # UI label → code, in the order upstream's UI lists them.
 LANGUAGE_LABELS: dict[str, str] = {
     "中文": "all_zh",
@@ -30,8 +33,7 @@ CUT_METHOD_LABELS: dict[str, str] = {
     "按英文句号.切": "cut4",
     "按标点符号切": "cut5",
 }
-# Languages a v1 model can speak (upstream's dict_language_v1).
-V1_LANGUAGES: tuple[str, ...] = ("all_zh", "en", "all_ja", "zh", "ja", "auto")
+assert tuple(LANGUAGE_LABELS.values()) == LANGUAGES, "one label per engine language code, in its order"
 
 LanguageSpelling = Literal[
     "中文", "英文", "日文", "粤语", "韩文", "中英混合", "日英混合", "粤英混合", "韩英混合", "多语种混合", "多语种混合(粤语)",
@@ -45,6 +47,7 @@ CutMethodSpelling = Literal[
 # The literals above are written out so that OpenAPI shows every spelling; keep them in sync.
 assert set(get_args(LanguageSpelling)) == set(LANGUAGE_LABELS) | set(LANGUAGE_LABELS.values())
 assert set(get_args(CutMethodSpelling)) == set(CUT_METHOD_LABELS) | set(CUT_METHOD_LABELS.values())
+assert tuple(CUT_METHOD_LABELS.values()) == CUT_METHODS
 
 
 def language_code(value: str) -> str:
@@ -57,6 +60,10 @@ def cut_method_code(value: str) -> str:
 
 def language_label(code: str) -> str:
     return next(label for label, c in LANGUAGE_LABELS.items() if c == code)
+
+
+def cut_method_label(code: str) -> str:
+    return next(label for label, c in CUT_METHOD_LABELS.items() if c == code)
 
 
 Language = Annotated[LanguageSpelling, AfterValidator(language_code)]

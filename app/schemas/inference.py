@@ -1,12 +1,29 @@
-"""Schemas of the synthesis endpoints: ``/inference`` (multipart form) and ``/stop``."""
+"""Schemas of the synthesis endpoints: ``/inference`` (multipart form) and ``/stop``.
+
+Defaults and ranges are not written here: they come from the engine's one set
+(``app.engine.jobs.job_defaults`` = upstream's fast web UI defaults, ``PARAMETER_BOUNDS``), so every
+surface publishes the same values.
+"""
 
 from __future__ import annotations
 
+from typing import Any
+
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from app.schemas.enums import CutMethod, Language
+from app.engine.jobs import PARAMETER_BOUNDS, SAMPLE_STEPS, job_defaults
+from app.schemas.enums import CutMethod, Language, cut_method_label, language_label
 
-SAMPLE_STEPS = (4, 8, 16, 32, 64, 128)
+DEFAULTS = job_defaults()
+
+
+def job_field(name: str, description: str | None = None, **extra: Any) -> Any:
+    """A form field for job parameter ``name``: the job's default and, where it has one, its range."""
+    bounds = PARAMETER_BOUNDS.get(name)
+    if bounds is not None:
+        extra["gt" if bounds.low_exclusive else "ge"] = bounds.low
+        extra["le"] = bounds.high
+    return Field(DEFAULTS[name], description=description, **extra)
 
 
 class InferenceParams(BaseModel):
@@ -30,39 +47,42 @@ class InferenceParams(BaseModel):
     )
 
     text: str = Field(..., min_length=1, description="Text to speak.")
-    text_lang: Language = Field("中文", validate_default=True, description="Language of the text.")
-    prompt_text: str = Field("", description="What the reference clip says (empty: prompt-free mode).")
-    prompt_lang: Language = Field("中文", validate_default=True, description="Language of the prompt text.")
-    top_k: int = Field(5, ge=1, le=100)
-    top_p: float = Field(1.0, ge=0.0, le=1.0)
-    temperature: float = Field(1.0, gt=0.0, le=2.0, description="Above 0 (upstream divides by it).")
-    text_split_method: CutMethod = Field("凑四句一切", validate_default=True)
-    batch_size: int = Field(20, ge=1, le=200)
-    speed_factor: float = Field(1.0, ge=0.25, le=4.0, description="Speech rate (upstream's UI: 0.6–1.65).")
-    ref_text_free: bool = Field(False, description="Ignore prompt_text (prompt-free mode; not for v3/v4).")
-    split_bucket: bool = Field(True, description="Group pieces of similar length when batching.")
-    fragment_interval: float = Field(0.3, ge=0.01, le=5.0, description="Silence between pieces, seconds.")
-    seed: int = Field(-1, ge=-1, le=2**32 - 1, description="-1 or keep_random: a random seed (reported back).")
-    keep_random: bool = Field(True, description="Ignore seed and draw a new one each time (upstream's default).")
-    parallel_infer: bool = Field(True, description="Decode the pieces of a batch in parallel.")
-    repetition_penalty: float = Field(1.35, ge=0.0, le=2.0)
+    # Languages and cut methods default to the UI label of the job's default code.
+    text_lang: Language = Field(
+        language_label(DEFAULTS["text_lang"]), validate_default=True, description="Language of the text."
+    )
+    prompt_text: str = job_field("prompt_text", "What the reference clip says (empty: prompt-free mode).")
+    prompt_lang: Language = Field(
+        language_label(DEFAULTS["prompt_lang"]), validate_default=True, description="Language of the prompt text."
+    )
+    top_k: int = job_field("top_k")
+    top_p: float = job_field("top_p")
+    temperature: float = job_field("temperature", "Above 0 (upstream divides by it).")
+    text_split_method: CutMethod = Field(cut_method_label(DEFAULTS["text_split_method"]), validate_default=True)
+    batch_size: int = job_field("batch_size")
+    speed_factor: float = job_field("speed_factor", "Speech rate (upstream's UI: 0.6–1.65).")
+    ref_text_free: bool = job_field("ref_text_free", "Ignore prompt_text (prompt-free mode; not for v3/v4).")
+    split_bucket: bool = job_field("split_bucket", "Group pieces of similar length when batching.")
+    fragment_interval: float = job_field("fragment_interval", "Silence between pieces, seconds.")
+    seed: int = job_field("seed", "-1 or keep_random: a random seed (reported back).")
+    keep_random: bool = job_field("keep_random", "Ignore seed and draw a new one each time (upstream's default).")
+    parallel_infer: bool = job_field("parallel_infer", "Decode the pieces of a batch in parallel.")
+    repetition_penalty: float = job_field("repetition_penalty")
     # An int checked against SAMPLE_STEPS rather than a Literal: multipart form values arrive as strings
     # ("8"), which a Literal of ints does not coerce.
-    sample_steps: int = Field(
-        32, description="Flow-matching steps, one of 4, 8, 16, 32, 64, 128 (v3/v4 only; ignored otherwise).",
+    sample_steps: int = job_field(
+        "sample_steps",
+        f"Flow-matching steps, one of {', '.join(map(str, SAMPLE_STEPS))} (v3/v4 only; ignored otherwise).",
         json_schema_extra={"enum": list(SAMPLE_STEPS)},
     )
-    super_sampling: bool = Field(
-        False,
-        description=(
-            "v3 only: extend the 24 kHz output to 48 kHz with upstream's AP-BWE model "
-            "(tools/AP_BWE_main/24kto48k/ in the weights root; 409 super_sampling_model_missing without it). "
-            "Ignored for other versions."
-        ),
+    super_sampling: bool = job_field(
+        "super_sampling",
+        "v3 only: extend the 24 kHz output to 48 kHz with upstream's AP-BWE model "
+        "(tools/AP_BWE_main/24kto48k/ in the weights root; 409 super_sampling_model_missing without it). "
+        "Ignored for other versions.",
     )
     gpt_weights: str | None = Field(None, description="GPT name for this request only (default: the current one).")
     sovits_weights: str | None = Field(None, description="SoVITS name for this request only (default: current).")
-
 
     @field_validator("sample_steps")
     @classmethod

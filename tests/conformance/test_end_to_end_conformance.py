@@ -1,8 +1,9 @@
-"""The whole pipeline equals upstream's ``TTS.run`` on every v1/v2/v2Pro/v2ProPlus case of the model corpus.
+"""The service's synthesis equals upstream's ``TTS.run`` on every v1/v2/v2Pro/v2ProPlus case of the model corpus.
 
 Each case's request (text, languages, cut method, references, prompt text, batching, decode mode,
-speed, pause, seed, top_k=1) runs once through :func:`synthesize` on the corpus weights with
-noise_scale 0. ``test_final_audio`` compares the int16 result (same length, every sample within ±2).
+speed, pause, seed, top_k=1) runs once through the production path: the engine's synthesis call
+(planning, model manager, scheduler, runner, pipeline) on an upstream-layout weights root holding the
+corpus weights, with the decoder noise setting at 0 (``GSV_DECODER_NOISE_SCALE``), as the corpus ran. ``test_final_audio`` compares the int16 result (same length, every sample within ±2).
 To name the stage of a miss, the same run records what the pipeline handed to the models and
 ``test_stage_array`` compares each recorded array of the case: the GPT inputs (``t2s_i_x_r``,
 ``t2s_i_bert_r``, ``t2s_i_prompts``), its kept tokens (``t2s_i_tokens_r``) and every decoder call
@@ -17,12 +18,10 @@ import numpy as np
 import pytest
 
 from app.engine.jobs import SynthesisJob
-from app.engine.models.hubert import HubertEncoder
-from app.engine.models.speaker import SpeakerEncoder
-from app.engine.pipeline import SynthesisResult, synthesize
-from app.engine.text.bert import BertFeatureExtractor
-from app.engine.voice import SharedModels, Voice
+from app.engine.pipeline import SynthesisResult
+from app.engine.voice import Voice
 from tests.conftest import assert_matches_corpus, conformance_dir, corpus_case_arrays, corpus_job
+from tests.corpus_engine import case_model_names, corpus_engine, corpus_weights_root, synthesize
 
 pytestmark = pytest.mark.conformance
 
@@ -84,8 +83,8 @@ def _our_name(case: dict, name: str) -> str:
 
 
 def job_for(case: dict) -> SynthesisJob:
-    """The case's ``TTS.run`` request as a job (noise_scale 0, as the corpus ran)."""
-    return corpus_job(case, noise_scale=0.0)
+    """The case's ``TTS.run`` request as a job."""
+    return corpus_job(case)
 
 
 class _Recorder:
@@ -122,33 +121,25 @@ class _Recorder:
 
 
 @pytest.fixture(scope="module")
-def shared_models(corpus_weights) -> SharedModels:
-    return SharedModels(
-        hubert=HubertEncoder.from_pretrained(corpus_weights("hubert_tiny")),
-        bert=BertFeatureExtractor(corpus_weights("bert_tiny")),
-        speaker=SpeakerEncoder.from_checkpoint(corpus_weights("sv_eres2netv2_full")),
-    )
+def engine(corpus_weights):
+    engine = corpus_engine(corpus_weights_root(CASES, corpus_weights))
+    yield engine
+    engine.stop()
 
 
 @pytest.fixture(scope="module")
-def run_case(corpus_weights, shared_models, tmp_path_factory):
+def run_case(engine):
     """case → (our result, the arrays recorded on the way); each case runs once per session."""
-    voices: dict[tuple[str, str], Voice] = {}
     runs: dict[str, tuple[SynthesisResult, dict[str, np.ndarray]]] = {}
-    weights_root = tmp_path_factory.mktemp("unused-weights-root")  # shared models are passed in
 
     def get(case: dict) -> tuple[SynthesisResult, dict[str, np.ndarray]]:
         if case["id"] not in runs:
-            names = (case["weights"]["t2s"], case["weights"]["sovits"])
-            if names not in voices:
-                voices[names] = Voice.load(
-                    weights_root, corpus_weights(names[0]), corpus_weights(names[1]), shared=shared_models
-                )
-            voice = voices[names]
+            gpt, sovits = case_model_names(case)
+            voice = engine.models.voice(gpt, sovits)  # the voice the engine's call will run on
             recorder = _Recorder(voice)
             voice.t2s.generate, voice.sovits.decode = recorder.generate, recorder.decode
             try:
-                result = synthesize(job_for(case), voice)
+                result = synthesize(engine, job_for(case), gpt, sovits)
             finally:
                 del voice.t2s.generate, voice.sovits.decode  # back to the class methods
             runs[case["id"]] = (result, recorder.arrays)
@@ -205,7 +196,6 @@ def test_doubly_recorded_calls_repeat_the_inner_call():
 
 def test_corpus_is_covered():
     assert {c["version"] for c in CASES} == set(VERSIONS)
-    assert len(CASES) == 27
     assert any(not c["request"]["prompt_text"] for c in CASES), "no prompt-free case"
     assert any(c["request"]["aux_ref_audio_paths"] for c in CASES), "no aux-reference case"
 

@@ -24,6 +24,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Literal
 
+from app.engine.errors import InvalidRequest
 from app.engine.text.cleaner import clean_text
 from app.engine.text.cut import SPLITS, cut_text, split_big_text
 from app.engine.text.langsplit import LangPiece, split_by_language
@@ -56,8 +57,10 @@ MAX_PIECE_CHARS = 510
 MIN_PHONES = 6
 
 
-class TextRejected(ValueError):
+class TextRejected(InvalidRequest, ValueError):
     """The text cannot be synthesised (nothing readable in it). Answer with a 4xx, not a crash."""
+
+    code = "no_speakable_text"
 
 
 @dataclass

@@ -114,19 +114,41 @@ SYMBOLS_V1: tuple[str, ...] = _build_v1()
 SYMBOLS_V2: tuple[str, ...] = _build_v2()
 
 
+# Upstream tells v1 checkpoints apart by these table sizes (text-embedding rows).
+V1_SYMBOL_COUNT = len(SYMBOLS_V1)  # 322
+V2_SYMBOL_COUNT = len(SYMBOLS_V2)  # 732
+
+
+def text_version(model_version: str) -> Version:
+    """The symbol table (and language modules) a model version reads: "v1" for v1 models, "v2" for
+    every later one (v2, v2Pro, v2ProPlus, v3, v4). The one place this decision is made."""
+    return "v1" if model_version == "v1" else "v2"
+
+
+def text_version_of_table(n_symbols: int) -> Version:
+    """The symbol table a text embedding of ``n_symbols`` rows was trained on (upstream's rule)."""
+    return "v1" if n_symbols == V1_SYMBOL_COUNT else "v2"
+
+
+def text_version_of_gpt(phone_vocab_size: int) -> Version:
+    """The table a GPT can read, from its phone embedding size. v1 GPTs have 512 rows (room for the
+    322 v1 symbols), v2 and later 732, so only a table that fits every id is possible."""
+    return "v2" if phone_vocab_size >= V2_SYMBOL_COUNT else "v1"
+
+
 def symbols_for(version: str) -> tuple[str, ...]:
-    """The symbol table of a model version. Only "v1" uses the v1 table; every later version uses v2."""
-    return SYMBOLS_V1 if version == "v1" else SYMBOLS_V2
+    """The symbol table of a model version."""
+    return SYMBOLS_V1 if text_version(version) == "v1" else SYMBOLS_V2
 
 
 @cache
 def _ids(version: Version) -> dict[str, int]:
-    return {symbol: index for index, symbol in enumerate(SYMBOLS_V1 if version == "v1" else SYMBOLS_V2)}
+    return {symbol: index for index, symbol in enumerate(symbols_for(version))}
 
 
 def symbol_to_id(version: str) -> dict[str, int]:
     """Mapping phone -> id for a model version (shared, do not mutate)."""
-    return _ids("v1" if version == "v1" else "v2")
+    return _ids(text_version(version))
 
 
 def phones_to_ids(phones: list[str], version: str) -> list[int]:

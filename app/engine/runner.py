@@ -1,0 +1,58 @@
+"""The model runner: the synthesis worker's side of a request. It gets a batch of tickets from the
+scheduler, each carrying a job and the voice (already loaded by the model manager) that runs it, and
+resolves every ticket with its audio or its error. It never loads a model and never sees HTTP.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from app.engine.errors import EngineError
+from app.engine.jobs import SynthesisJob
+from app.engine.memory import release_freed_memory
+from app.engine.models.bandwidth_extension import BandwidthExtender
+from app.engine.pipeline import synthesize
+from app.engine.scheduler import Ticket
+from app.engine.voice import Voice
+from app.logging_setup import request_id_var
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class WorkItem:
+    """A queued job with everything it runs on."""
+
+    job: SynthesisJob
+    voice: Voice
+    bandwidth_extender: BandwidthExtender | None  # v3 super_sampling only
+
+
+class Runner:
+    def __init__(self, noise_scale: float):
+        self.noise_scale = noise_scale  # the SoVITS decoder's sampling noise (GSV_DECODER_NOISE_SCALE)
+
+    def __call__(self, batch: Sequence[Ticket]) -> None:
+        """Run each ticket of a batch (tickets of one voice) through the pipeline, one after another."""
+        for ticket in batch:
+            item: WorkItem = ticket.job
+            token = request_id_var.set(ticket.request_id)
+            try:
+                result = synthesize(
+                    item.job,
+                    item.voice,
+                    noise_scale=self.noise_scale,
+                    should_stop=ticket.should_stop,
+                    bandwidth_extender=item.bandwidth_extender,
+                )
+                ticket.resolve(result)
+            except Exception as exc:  # handed to the request, which answers it
+                if not isinstance(exc, EngineError):
+                    log.exception("synthesis failed")
+                ticket.resolve(error=exc)
+            finally:
+                request_id_var.reset(token)
+        # A synthesis frees hundreds of MB of activations; hand them back rather than let the heap grow.
+        release_freed_memory()
