@@ -98,6 +98,14 @@ def corpus_weights(conformance):
     return get
 
 
+def corpus_weights_layout(name: str) -> dict:
+    """The layout file (``layouts/LAYOUT.json``) of a ``models/index.json`` weights entry: what kind of
+    model the entry is (``kind``: ``bert``, ``hubert``, ``bigvgan``...), its format and its tensors."""
+    index = json.loads((conformance_dir() / "models" / "index.json").read_text(encoding="utf-8"))
+    layout = index["weights"][name]["layout"]
+    return json.loads((conformance_dir() / "layouts" / f"{layout}.json").read_text(encoding="utf-8"))
+
+
 def corpus_language_pieces(lang: str, versions: tuple[str, ...] = ("v1", "v2")) -> list[tuple[str, str, dict]]:
     """(case id, version, lang_segment) for every single-language piece of ``lang`` in the frontend
     corpus, once per (version, text): the input of that language module, and what upstream made of it."""
@@ -113,6 +121,20 @@ def corpus_language_pieces(lang: str, versions: tuple[str, ...] = ("v1", "v2")) 
                 if piece["lang"] == lang:
                     found.setdefault((case["version"], piece["text"]), (case["id"], case["version"], piece))
     return list(found.values())
+
+
+def corpus_piece_texts(lang: str, versions: tuple[str, ...] | None = None) -> set[tuple[str, str]]:
+    """(version, text) of every piece of ``lang`` that the frontend corpus holds (of ``versions``, or of
+    every version), read straight from the file: what a language module's conformance test must cover."""
+    path = conformance_dir() / "text" / "frontend.jsonl"
+    return {
+        (case["version"], piece["text"])
+        for case in read_jsonl(path)
+        if versions is None or case["version"] in versions
+        for segment in case.get("segments") or []
+        for piece in segment["lang_segments"]
+        if piece["lang"] == lang
+    }
 
 
 def write_bandwidth_extension(folder: Path, *, channels: int = 512, layers: int = 8, seed: int = 0) -> Path:

@@ -34,23 +34,24 @@ def _cases() -> list[dict]:
     return read_jsonl(path) if path.exists() else []
 
 
-def _known_english_misses() -> dict[str, str]:
-    """Case id -> reason, for the English dictionary-edition misses documented by the English module's
-    own conformance test (keyed there per language part as "case_id[segment.part]")."""
-    try:
-        from tests.unit.text.test_en_conformance import DICTIONARY_EDITION_MISSES
-    except ImportError:
-        return {}
-    return {key.split("[", 1)[0]: reason for key, reason in DICTIONARY_EDITION_MISSES.items()}
+def _known_english_miss(case: dict) -> str | None:
+    """Why the case is expected to differ, for the English dictionary-edition misses documented by the
+    English module's own conformance test (a rule on the words its English parts read), or None."""
+    from tests.unit.text.test_en_conformance import dictionary_edition_miss
+
+    english = [
+        part for seg in case["segments"] or [] for part in seg["lang_segments"] if part["lang"] == "en"
+    ]
+    reasons = [reason for part in english if (reason := dictionary_edition_miss(part["norm_text"]))]
+    return "; ".join(reasons) or None
 
 
 def _frontend_params() -> list:
-    misses = _known_english_misses()
     params = []
     for case in _cases():
         marks = []
-        if case["id"] in misses:
-            marks.append(pytest.mark.xfail(reason=f"English dictionary edition: {misses[case['id']]}", strict=True))
+        if miss := _known_english_miss(case):
+            marks.append(pytest.mark.xfail(reason=f"English dictionary edition: {miss}", strict=True))
         params.append(pytest.param(case, id=case["id"], marks=marks))
     return params
 

@@ -25,7 +25,7 @@ from app.engine import audio_features
 from app.engine.checkpoints import CheckpointError, load_checkpoint
 from app.engine.models.hubert import HubertEncoder
 from app.engine.models.speaker import UNUSED_HEAD_PREFIXES, SpeakerEncoder
-from tests.conftest import assert_matches_corpus, conformance_dir, corpus_case_arrays
+from tests.conftest import assert_matches_corpus, conformance_dir, corpus_case_arrays, corpus_weights_layout
 
 pytestmark = pytest.mark.conformance
 
@@ -102,14 +102,38 @@ def sovits_config(corpus_weights):
     return get
 
 
-@pytest.fixture(scope="module")
-def hubert(corpus_weights) -> HubertEncoder:
-    return HubertEncoder.from_pretrained(corpus_weights("hubert_tiny"))
+def _weights_names(role: str) -> list[str]:
+    """The ``models/index.json`` weights the cases name for ``role`` (``hubert``, ``sv``...)."""
+    return sorted({case["weights"][role] for case in CASES if case["weights"].get(role)})
 
 
 @pytest.fixture(scope="module")
-def speaker_encoder(corpus_weights) -> SpeakerEncoder:
-    return SpeakerEncoder.from_checkpoint(corpus_weights("sv_eres2netv2_full"))
+def hubert(corpus_weights):
+    """weights name -> the HuBERT written from that index entry (layout and seed), loaded once."""
+    models: dict[str, HubertEncoder] = {}
+
+    def get(case: dict) -> HubertEncoder:
+        name = case["weights"]["hubert"]
+        if name not in models:
+            models[name] = HubertEncoder.from_pretrained(corpus_weights(name))
+        return models[name]
+
+    return get
+
+
+@pytest.fixture(scope="module")
+def speaker_encoder(corpus_weights):
+    """weights name -> the speaker-verification model of that index entry, one in memory at a time."""
+    models: dict[str, SpeakerEncoder] = {}
+
+    def get(case: dict) -> SpeakerEncoder:
+        name = case["weights"]["sv"]
+        if name not in models:
+            models.clear()
+            models[name] = SpeakerEncoder.from_checkpoint(corpus_weights(name))
+        return models[name]
+
+    return get
 
 
 # ------------------------------------------------------------------------------------------ HuBERT
@@ -125,15 +149,17 @@ def test_hubert_last_hidden(case, _, hubert, sovits_config):
     model_rate = sovits_config(case)["data"]["sampling_rate"]
     wav16k = audio_features.hubert_input(samples, sr, model_rate)
     # Several cases share a reference: run the model once per distinct input (2 CPU cores).
-    key = hashlib.sha256(wav16k.numpy().tobytes()).hexdigest()
+    key = case["weights"]["hubert"] + ":" + hashlib.sha256(wav16k.numpy().tobytes()).hexdigest()
     if key not in _hubert_outputs:
         with torch.inference_mode():
-            _hubert_outputs[key] = hubert(wav16k)
+            _hubert_outputs[key] = hubert(case)(wav16k)
     assert_matches_corpus(_hubert_outputs[key], golden, "hubert_last_hidden")
 
 
 def test_hubert_loading_refuses_a_folder_with_missing_weights(corpus_weights, tmp_path):
-    source = Path(corpus_weights("hubert_tiny"))
+    names = _weights_names("hubert")
+    assert names, "no case names a HuBERT"
+    source = Path(corpus_weights(names[0]))
     folder = tmp_path / "hubert"
     shutil.copytree(source, folder)
     weights_file = folder / "pytorch_model.bin"
@@ -174,17 +200,19 @@ def test_sv_embedding(case, k, speaker_encoder):
     arrays = corpus_case_arrays(case["id"])
     wav16k = arrays[f"sv_{k}_wav16k"]
     # The full-size ERes2NetV2 takes seconds per clip on CPU; most cases reuse the same reference.
-    key = hashlib.sha256(wav16k.tobytes()).hexdigest()
+    key = case["weights"]["sv"] + ":" + hashlib.sha256(wav16k.tobytes()).hexdigest()
     if key not in _sv_embeddings:
         with torch.inference_mode():
-            _sv_embeddings[key] = speaker_encoder.embed(torch.from_numpy(wav16k))
+            _sv_embeddings[key] = speaker_encoder(case).embed(torch.from_numpy(wav16k))
     assert_matches_corpus(_sv_embeddings[key], arrays[f"sv_{k}_emb"], f"sv_{k}_emb")
 
 
-def test_speaker_encoder_expects_exactly_the_official_layout(conformance):
-    """Every key/shape of the official file is used, except the embedding head forward3 skips."""
-    layout = json.loads((conformance / "layouts" / "sv_eres2netv2_full.json").read_text(encoding="utf-8"))
-    official = {name: tuple(shape) for name, shape, _dtype in layout["tensors"]}
+@pytest.mark.parametrize("name", _weights_names("sv"))
+def test_speaker_encoder_expects_exactly_the_official_layout(name):
+    """Every key/shape of the file the cases use (its index entry's layout, the official full size) is
+    used, except the embedding head forward3 skips."""
+    layout = corpus_weights_layout(name)
+    official = {key: tuple(shape) for key, shape, _dtype in layout["tensors"]}
     ours = {k: tuple(v.shape) for k, v in SpeakerEncoder().state_dict().items()}
     assert ours == {k: v for k, v in official.items() if not k.startswith(UNUSED_HEAD_PREFIXES)}
     assert any(k.startswith(UNUSED_HEAD_PREFIXES) for k in official), "the head is expected in the file"
@@ -195,3 +223,4 @@ def test_corpus_selection_is_complete():
     assert {case["version"] for case in CASES} == set(VERSIONS)
     assert len(_params("spec")) > len(CASES)  # aux refs add spectrograms
     assert len(_params("sv")) > 0 and len(_params("hubert")) > 0
+    assert _weights_names("hubert") and _weights_names("sv")  # the models are those the cases name

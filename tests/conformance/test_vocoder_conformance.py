@@ -20,11 +20,13 @@ import pytest
 import torch
 
 from app.engine.models.vocoders import BigVGANVocoder, HiFiGANVocoderV4
-from tests.conftest import assert_matches_corpus, conformance_dir, corpus_case_arrays
+from tests.conftest import assert_matches_corpus, conformance_dir, corpus_case_arrays, corpus_weights_layout
 
 pytestmark = [pytest.mark.conformance, pytest.mark.fullsize]
 
 VERSIONS = ("v3", "v3lora", "v4lora")  # the versions that use a vocoder
+# Layout kinds (``layouts/*.json`` -> ``kind``) of the two vocoders.
+BIGVGAN, VOCODER_V4 = "bigvgan", "vocoder_v4"
 
 
 def _cases() -> list[dict]:
@@ -35,10 +37,15 @@ def _cases() -> list[dict]:
     return [c for c in cases if c.get("version") in VERSIONS]
 
 
-def _vocoder_calls(vocoder: str) -> list:
+def _kind(weights_name: str) -> str:
+    """The layout kind of a vocoder named in ``models/index.json`` (its entry's layout says which)."""
+    return corpus_weights_layout(weights_name)["kind"]
+
+
+def _vocoder_calls(kind: str) -> list:
     calls = []
     for case in _cases():
-        if case["weights"]["vocoder"] != vocoder:
+        if _kind(case["weights"]["vocoder"]) != kind:
             continue
         n_calls = sum(1 for key in corpus_case_arrays(case["id"]) if key.endswith("_mel"))
         calls += [pytest.param(case, i, id=f"{case['id']}-call{i}") for i in range(n_calls)]
@@ -59,23 +66,29 @@ def vocoder(corpus_weights):
         if name not in loaded:
             loaded.clear()
             path = corpus_weights(name)
-            is_bigvgan = name == "bigvgan_v3_full"
-            loaded[name] = (
-                BigVGANVocoder.from_pretrained(path) if is_bigvgan else HiFiGANVocoderV4.from_checkpoint(path)
-            )
+            kind = _kind(name)
+            assert kind in (BIGVGAN, VOCODER_V4), f"{name}: unknown vocoder layout kind {kind!r}"
+            if kind == BIGVGAN:
+                loaded[name] = BigVGANVocoder.from_pretrained(path)
+            else:
+                loaded[name] = HiFiGANVocoderV4.from_checkpoint(path)
         return loaded[name]
 
     return get
 
 
 def test_the_corpus_has_vocoder_calls_of_both_kinds():
-    assert _vocoder_calls("bigvgan_v3_full") and _vocoder_calls("vocoder_v4_full")
+    assert _vocoder_calls(BIGVGAN) and _vocoder_calls(VOCODER_V4)
+    # Every vocoder call of the corpus is one of them, so the parametrised list below holds them all.
+    every_call = _vocoder_calls(BIGVGAN) + _vocoder_calls(VOCODER_V4)
+    recorded = [
+        key for case in _cases() for key in corpus_case_arrays(case["id"]) if key.startswith("vocoder_")
+    ]
+    assert len(every_call) == sum(1 for key in recorded if key.endswith("_mel"))
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize(
-    ("case", "i"), _vocoder_calls("vocoder_v4_full") + _vocoder_calls("bigvgan_v3_full")
-)
+@pytest.mark.parametrize(("case", "i"), _vocoder_calls(VOCODER_V4) + _vocoder_calls(BIGVGAN))
 def test_vocoder_matches_upstream(vocoder, case, i):
     model = vocoder(case["weights"]["vocoder"])
     mel, golden = _golden(case, i)

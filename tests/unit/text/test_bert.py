@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 import threading
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -14,28 +13,52 @@ import torch
 
 from app.engine.text.bert import FEATURE_DIM, BertFeatureExtractor, _expand_to_phones, zero_features
 from app.engine.text.preprocess import LangSegment, Segment, phones_for_piece, preprocess
-from tests.conftest import conformance_dir
-
-BERT_LAYOUT, BERT_SEED = "bert_tiny", 3002  # what every model case used (models/index.json)
+from tests.conftest import conformance_dir, corpus_weights_layout
 
 
+def _model_cases() -> list[Path]:
+    folder = conformance_dir() / "models" / "cases"
+    return sorted(folder.glob("*.json")) if folder.is_dir() else []
+
+
+def _read_case(case_file: Path) -> dict:
+    return json.loads(case_file.read_text(encoding="utf-8"))
+
+
+def _bert_names() -> list[str]:
+    """The BERT weights the model corpus's cases name (``weights.bert``), as ``models/index.json``
+    entries: their layout and seed come from the index, never from this module."""
+    return sorted({_read_case(path)["weights"]["bert"] for path in _model_cases()})
 
 
 @pytest.fixture(scope="session")
-def bert_dir(conformance: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The deterministic tiny BERT of the model corpus, regenerated once per session."""
-    out = tmp_path_factory.mktemp("bert") / BERT_LAYOUT
-    subprocess.run(
-        [sys.executable, str(conformance / "weights.py"), BERT_LAYOUT, str(BERT_SEED), str(out)],
-        check=True,
-        capture_output=True,
-    )
-    return out
+def extractors(corpus_weights) -> Callable[[str], BertFeatureExtractor]:
+    """index weights name -> the BERT written from that entry (its layout and seed), loaded once."""
+    loaded: dict[str, BertFeatureExtractor] = {}
+
+    def get(name: str) -> BertFeatureExtractor:
+        if name not in loaded:
+            loaded[name] = BertFeatureExtractor(corpus_weights(name))
+        return loaded[name]
+
+    return get
 
 
 @pytest.fixture(scope="session")
-def extractor(bert_dir: Path) -> BertFeatureExtractor:
-    return BertFeatureExtractor(bert_dir)
+def extractor(extractors) -> BertFeatureExtractor:
+    """The tiny BERT of the model corpus: the one its cases name (the first, should they name several)."""
+    names = _bert_names()
+    assert names, "no model case names a BERT"
+    return extractors(names[0])
+
+
+def test_the_cases_name_bert_weights_of_the_index(conformance: Path) -> None:
+    index = json.loads((conformance / "models" / "index.json").read_text(encoding="utf-8"))
+    names = _bert_names()
+    assert names, "the model corpus has no case naming its BERT"
+    for name in names:
+        assert name in index["weights"], f"{name} is not a weights entry of models/index.json"
+        assert corpus_weights_layout(name)["kind"] == "bert", f"{name} is not a BERT layout"
 
 
 # --- no weights needed ----------------------------------------------------------------------------
@@ -106,10 +129,6 @@ def test_concurrent_use_gives_the_same_features(extractor: BertFeatureExtractor)
 # --- golden arrays of the model corpus ------------------------------------------------------------
 
 
-def _model_cases() -> list[Path]:
-    return sorted((conformance_dir() / "models" / "cases").glob("*.json"))
-
-
 def _close(ours: np.ndarray, golden: np.ndarray) -> bool:
     # models/README.md: max|ours - golden| <= 1e-4 * max(1, max|golden|)
     return ours.shape == golden.shape and float(np.abs(ours - golden).max(initial=0)) <= 1e-4 * max(
@@ -120,8 +139,9 @@ def _close(ours: np.ndarray, golden: np.ndarray) -> bool:
 @pytest.mark.conformance
 @pytest.mark.slow
 @pytest.mark.parametrize("case_file", _model_cases(), ids=lambda p: p.stem)
-def test_features_match_reference(case_file: Path, extractor: BertFeatureExtractor) -> None:
-    case = json.loads(case_file.read_text(encoding="utf-8"))
+def test_features_match_reference(case_file: Path, extractors) -> None:
+    case = _read_case(case_file)
+    extractor = extractors(case["weights"]["bert"])  # the BERT this case was made with
     request, version = case["request"], case["version"]
     needed = {"en"}  # any language code may produce English parts
     for lang in (request["prompt_lang"], request["text_lang"]):

@@ -12,7 +12,7 @@ import json
 import pytest
 
 from app.engine.text import ja
-from tests.conftest import corpus_language_pieces
+from tests.conftest import corpus_language_pieces, corpus_piece_texts
 
 
 def _japanese_segments() -> list[tuple[str, str, dict]]:
@@ -28,8 +28,10 @@ def symbol_tables(conformance) -> dict[str, frozenset[str]]:
     return {version: frozenset(tables[version]["symbols"]) for version in ("v1", "v2")}
 
 
-def test_corpus_has_japanese_segments():
-    assert len(SEGMENTS) >= 30
+def test_every_japanese_piece_of_the_corpus_is_tested(conformance):
+    tested = {(version, piece["text"]) for _, version, piece in SEGMENTS}
+    assert tested, "the corpus has no Japanese piece to check"
+    assert tested == corpus_piece_texts("ja", ("v1", "v2"))
 
 
 @pytest.mark.conformance

@@ -13,14 +13,10 @@ import json
 import pytest
 
 from app.engine.text import yue
-from tests.conftest import corpus_language_pieces
+from tests.conftest import corpus_language_pieces, corpus_piece_texts
 
-
-def _cantonese_segments() -> list[tuple[str, dict]]:
-    return [(case_id, piece) for case_id, _, piece in corpus_language_pieces("yue")]
-
-
-SEGMENTS = _cantonese_segments()
+PIECES = corpus_language_pieces("yue")  # (case id, version, piece)
+SEGMENTS = [(case_id, piece) for case_id, _, piece in PIECES]
 IDS = [f"{case_id}:{piece['text']}" for case_id, piece in SEGMENTS]
 
 
@@ -30,8 +26,10 @@ def v2_symbols(conformance) -> frozenset[str]:
     return frozenset(tables["v2"]["symbols"])
 
 
-def test_corpus_has_cantonese_segments():
-    assert len(SEGMENTS) >= 40
+def test_every_cantonese_piece_of_the_corpus_is_tested(conformance):
+    tested = {(version, piece["text"]) for _, version, piece in PIECES}
+    assert tested, "the corpus has no Cantonese piece to check"
+    assert tested == corpus_piece_texts("yue", ("v1", "v2"))
 
 
 @pytest.mark.conformance
