@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 import time
 
-from app.engine.demo_weights import (
+from app.demo import (
     DEMO_VERSIONS,
     README_NAME,
     WriteResult,

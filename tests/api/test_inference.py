@@ -11,7 +11,7 @@ import pytest
 import soundfile as sf
 from fastapi.testclient import TestClient
 
-from app.engine.demo_weights import write_demo_weights
+from app.demo import write_demo_weights
 from app.main import create_app
 from app.settings import Settings
 

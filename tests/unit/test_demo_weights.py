@@ -17,28 +17,26 @@ import soundfile as sf
 import torch
 from fastapi.testclient import TestClient
 
-from app.demo_cli import main
-from app.engine.checkpoints import load_checkpoint, read_header
-from app.engine.demo_weights import (
+from app.demo import (
     CJK_UNIFIED,
     DEMO_LORA_RANK,
     DEMO_VERSIONS,
     LORA_VERSIONS,
     README_NAME,
-    _torch_bytes,
     bert_vocab,
     build_gpt_checkpoint,
-    build_sovits_checkpoint,
     build_v4_base_checkpoint,
     build_v4_lora_checkpoint,
     build_vocoder_v4_state,
     demo_files,
     demo_voice,
-    to_upstream_sovits_state,
 )
+from app.demo.writer import _torch_bytes
+from app.demo_cli import main
+from app.engine.checkpoints import load_checkpoint, read_header
 from app.engine.models.dit import DiT, DiTConfig
 from app.engine.models.hubert import HubertEncoder
-from app.engine.models.sovits import UNUSED_CHECKPOINT_PREFIXES, SoVITSSynthesizer, convert_upstream_state
+from app.engine.models.sovits import SoVITSSynthesizer
 from app.engine.models.sovits_v3 import PEFT_CFM_PREFIX, SoVITSV3, SoVITSV3Config
 from app.engine.models.speaker import SpeakerEncoder
 from app.engine.models.t2s import T2SModel
@@ -273,18 +271,6 @@ def test_the_default_writes_every_demo_version_including_v4():
 # --------------------------------------------------------------------------- upstream key mapping
 
 
-def test_upstream_sovits_state_folds_back_to_ours():
-    checkpoint, header = build_sovits_checkpoint("v2", 5)
-    model = SoVITSSynthesizer.from_state_dict(checkpoint["weight"], checkpoint["config"], header)
-    ours = model.state_dict()
-    back = convert_upstream_state(to_upstream_sovits_state(ours))
-    # Upstream's codebook statistics pass through the conversion; loading ignores them.
-    back = {k: v for k, v in back.items() if not k.startswith(UNUSED_CHECKPOINT_PREFIXES)}
-    assert back.keys() == ours.keys()
-    for key, value in ours.items():
-        torch.testing.assert_close(back[key], value, rtol=1e-5, atol=1e-6)
-
-
 def _layout(conformance: Path, name: str) -> dict[str, tuple[tuple[int, ...], str]]:
     layout = json.loads((conformance / "layouts" / f"{name}.json").read_text(encoding="utf-8"))
     return {key: (tuple(shape), dtype) for key, shape, dtype in layout["tensors"]}
@@ -337,19 +323,17 @@ def test_a_run_that_writes_nothing_does_not_mark_the_folder_as_demo(tmp_path):
 
 
 def test_the_readme_keeps_listing_files_of_earlier_runs(tmp_path, monkeypatch):
-    import app.engine.demo_weights as demo_weights
+    import app.demo.writer as writer
 
     # Stand-in writers: this test is about the bookkeeping, not the weights.
-    monkeypatch.setattr(demo_weights, "write_hubert", lambda folder, seed: folder.mkdir(exist_ok=True))
-    monkeypatch.setattr(demo_weights, "write_bert", lambda folder, seed: folder.mkdir(exist_ok=True))
-    monkeypatch.setattr(demo_weights, "build_gpt_checkpoint", lambda version, seed: {"v": version})
-    monkeypatch.setattr(
-        demo_weights, "build_sovits_checkpoint", lambda version, seed: ({"v": version}, b"PK")
-    )
+    monkeypatch.setattr(writer, "write_hubert", lambda folder, seed: folder.mkdir(exist_ok=True))
+    monkeypatch.setattr(writer, "write_bert", lambda folder, seed: folder.mkdir(exist_ok=True))
+    monkeypatch.setattr(writer, "build_gpt_checkpoint", lambda version, seed: {"v": version})
+    monkeypatch.setattr(writer, "build_sovits_checkpoint", lambda version, seed: ({"v": version}, b"PK"))
     root = tmp_path / "w"
-    demo_weights.write_demo_weights(root, versions=["v1"])
-    demo_weights.write_demo_weights(root, versions=["v2"])
-    demo_weights.write_demo_weights(root, versions=["v1"], force=True)
+    writer.write_demo_weights(root, versions=["v1"])
+    writer.write_demo_weights(root, versions=["v2"])
+    writer.write_demo_weights(root, versions=["v1"], force=True)
     readme = (root / README_NAME).read_text(encoding="utf-8")
     for version in ("v1", "v2"):
         assert demo_voice(version).sovits in readme and demo_voice(version).gpt in readme

@@ -35,6 +35,7 @@ from app.engine.checkpoints import (
     read_header,
     weights_of,
 )
+from app.engine.models.keymap import KeyMap, Rename
 from app.engine.models.vits_modules import (
     MRTE,
     CouplingFlow,
@@ -329,39 +330,46 @@ class SoVITSSynthesizer(nn.Module):
 
 # --------------------------------------------------------------------------- checkpoint key mapping
 
-# Upstream name (regex) -> ours, for modules whose structure we flattened. Everything else keeps
-# upstream's name.
-_RENAMES: tuple[tuple[re.Pattern[str], str], ...] = tuple(
-    (re.compile(pattern), replacement)
-    for pattern, replacement in (
+# Upstream's key prefixes and ours, for the modules whose structure we flattened (everything else
+# keeps upstream's name), and the layers upstream wraps in weight norm. Read both ways: loading
+# (convert_upstream_state) and writing upstream's format (to_upstream_state).
+SOVITS_KEYS = KeyMap(
+    renames=(
         # Flows alternate coupling, flip, coupling, flip...; flips have no weights.
-        (r"^flow\.flows\.(\d+)\.", lambda m: f"flow.couplings.{int(m.group(1)) // 2}."),
-        (r"^ref_enc\.spectral\.0\.fc\.", "ref_enc.spectral_in."),
-        (r"^ref_enc\.spectral\.3\.fc\.", "ref_enc.spectral_out."),
-        (r"^ref_enc\.temporal\.(\d+)\.conv1\.conv\.", r"ref_enc.temporal.\1.conv."),
-        (r"^ref_enc\.slf_attn\.fc\.", "ref_enc.attn_out."),
-        (r"^ref_enc\.slf_attn\.", "ref_enc."),
-        (r"^ref_enc\.fc\.fc\.", "ref_enc.out."),
-    )
+        Rename("flow.flows.{i}.", "flow.couplings.{i}.", upstream_stride=2),
+        Rename("ref_enc.spectral.0.fc.", "ref_enc.spectral_in."),
+        Rename("ref_enc.spectral.3.fc.", "ref_enc.spectral_out."),
+        Rename("ref_enc.temporal.{i}.conv1.conv.", "ref_enc.temporal.{i}.conv."),
+        Rename("ref_enc.slf_attn.fc.", "ref_enc.attn_out."),
+        Rename("ref_enc.slf_attn.w_qs.", "ref_enc.w_qs."),
+        Rename("ref_enc.slf_attn.w_ks.", "ref_enc.w_ks."),
+        Rename("ref_enc.slf_attn.w_vs.", "ref_enc.w_vs."),
+        Rename("ref_enc.fc.fc.", "ref_enc.out."),
+    ),
+    weight_normed=(
+        "dec.ups.{i}",
+        "dec.resblocks.{i}.convs1.{i}",
+        "dec.resblocks.{i}.convs2.{i}",
+        "flow.couplings.{i}.enc.in_layers.{i}",
+        "flow.couplings.{i}.enc.res_skip_layers.{i}",
+        "flow.couplings.{i}.enc.cond_layer",
+    ),
 )
 _CODEBOOK_KEY = re.compile(r"^quantizer\.vq\.layers\.(\d+)\._codebook\.embed$")
+_CODEBOOK_PREFIX = "quantizer.vq.layers.{}._codebook."
+_STACKED_CODEBOOKS = "quantizer.embed"
 
 
-def _rename(key: str) -> str:
-    for pattern, replacement in _RENAMES:
-        new_key, n = pattern.subn(replacement, key, count=1)
-        if n:
-            return new_key
-    return key
-
-
-def convert_upstream_state(upstream: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+def convert_upstream_state(
+    upstream: Mapping[str, torch.Tensor], keys: KeyMap = SOVITS_KEYS
+) -> dict[str, torch.Tensor]:
     """Upstream ``SynthesizerTrn`` state dict -> ours (float32).
 
     Folds every ``weight_g``/``weight_v`` pair into ``weight``, stacks the quantizer codebooks into
-    one ``quantizer.embed`` tensor and renames flattened modules. Keys it does not recognise pass
-    through unchanged, so the strict check that follows reports them.
+    one ``quantizer.embed`` tensor and renames flattened modules by ``keys``. Keys it does not
+    recognise pass through unchanged, so the strict check that follows reports them.
     """
+    rename = keys.to_ours
     state: dict[str, torch.Tensor] = {}
     codebooks: dict[int, torch.Tensor] = {}
     for key, value in upstream.items():
@@ -370,18 +378,50 @@ def convert_upstream_state(upstream: Mapping[str, torch.Tensor]) -> dict[str, to
         if key.endswith(".weight_g"):
             stem = key[: -len("_g")]
             if stem + "_v" in upstream:
-                state[_rename(stem)] = fold_weight_norm(value, upstream[stem + "_v"])
+                state[rename(stem)] = fold_weight_norm(value, upstream[stem + "_v"])
                 continue
         if match := _CODEBOOK_KEY.match(key):
             codebooks[int(match.group(1))] = value.float()
             continue
-        state[_rename(key)] = value.float() if value.is_floating_point() else value
+        state[rename(key)] = value.float() if value.is_floating_point() else value
     # A lone weight_v (its weight_g missing) passes through so the check names it.
     for key, value in upstream.items():
         if key.endswith(".weight_v") and key[: -len("_v")] + "_g" not in upstream:
-            state[_rename(key)] = value
+            state[rename(key)] = value
     if codebooks:
         if sorted(codebooks) != list(range(len(codebooks))):
             raise ValueError(f"quantizer codebooks are not numbered 0..n-1: {sorted(codebooks)}")
-        state["quantizer.embed"] = torch.stack([codebooks[i] for i in range(len(codebooks))])
+        state[_STACKED_CODEBOOKS] = torch.stack([codebooks[i] for i in range(len(codebooks))])
     return state
+
+
+def to_upstream_state(
+    state: Mapping[str, torch.Tensor], keys: KeyMap = SOVITS_KEYS
+) -> dict[str, torch.Tensor]:
+    """Our state dict -> the keys and tensors upstream's ``SynthesizerTrn`` saves: the inverse of
+    :func:`convert_upstream_state` (which gives ``state`` back, plus the codebook statistics).
+
+    Renames by ``keys``; each weight-normed layer's weight becomes direction ``weight_v`` (the weight
+    itself) and magnitude ``weight_g`` (its norm per output slice), so folding them gives the weight
+    again. The stacked codebooks become upstream's per-layer ``_codebook`` buffers, with the EMA
+    statistics upstream's training keeps (set so that ``embed_avg / cluster_size == embed``). Keys it
+    does not know keep their name. Tensors are not copied: the result shares memory with ``state``.
+    """
+    upstream: dict[str, torch.Tensor] = {}
+    for name, tensor in state.items():
+        if name == _STACKED_CODEBOOKS:
+            for level, embed in enumerate(tensor):
+                prefix = _CODEBOOK_PREFIX.format(level)
+                upstream[prefix + "inited"] = torch.ones(1)
+                upstream[prefix + "cluster_size"] = torch.ones(embed.shape[0])
+                upstream[prefix + "embed"] = embed
+                upstream[prefix + "embed_avg"] = embed
+            continue
+        key = keys.to_upstream(name)
+        if keys.is_weight_normed(name):
+            stem = key[: -len("weight")]
+            upstream[stem + "weight_g"] = tensor.flatten(1).norm(dim=1).view(-1, *([1] * (tensor.dim() - 1)))
+            upstream[stem + "weight_v"] = tensor
+        else:
+            upstream[key] = tensor
+    return upstream

@@ -42,7 +42,8 @@ from app.engine.checkpoints import (
 )
 from app.engine.models.cfm import FlowMatchingSampler
 from app.engine.models.dit import DiT, DiTConfig
-from app.engine.models.sovits import convert_upstream_state
+from app.engine.models.keymap import KeyMap, Rename
+from app.engine.models.sovits import SOVITS_KEYS, convert_upstream_state, to_upstream_state
 from app.engine.models.vits_modules import (
     MRTE,
     MelStyleEncoder,
@@ -486,32 +487,54 @@ def merge_lora(
     return merged
 
 
-# Upstream DiT names (regex) -> ours, where we flattened a wrapper module.
-_DIT_RENAMES: tuple[tuple[re.Pattern[str], str], ...] = tuple(
-    (re.compile(pattern), replacement)
-    for pattern, replacement in (
-        (r"^(cfm\.estimator\.transformer_blocks\.\d+\.attn_norm)\.linear\.", r"\1."),
-        (r"^(cfm\.estimator\.transformer_blocks\.\d+\.attn\.to_out)\.0\.", r"\1."),
-        (r"^(cfm\.estimator\.transformer_blocks\.\d+\.ff)\.ff\.0\.0\.", r"\1.0."),
-        (r"^(cfm\.estimator\.transformer_blocks\.\d+\.ff)\.ff\.2\.", r"\1.2."),
-        (r"^cfm\.estimator\.norm_out\.linear\.", "cfm.estimator.norm_out."),
-        (
-            r"^cfm\.estimator\.input_embed\.conv_pos_embed\.conv1d\.",
-            "cfm.estimator.input_embed.conv_pos_embed.",
+# The v1/v2 table (style encoder, ...) plus the wrappers of the DiT we flattened and the wns1
+# encoder's weight-normed layers. Read both ways: convert_v3_state and to_upstream_v3_state.
+_DIT_BLOCK = "cfm.estimator.transformer_blocks.{i}."
+V3_KEYS = SOVITS_KEYS + KeyMap(
+    renames=(
+        Rename(_DIT_BLOCK + "attn_norm.linear.", _DIT_BLOCK + "attn_norm."),
+        Rename(_DIT_BLOCK + "attn.to_out.0.", _DIT_BLOCK + "attn.to_out."),
+        Rename(_DIT_BLOCK + "ff.ff.0.0.", _DIT_BLOCK + "ff.0."),
+        Rename(_DIT_BLOCK + "ff.ff.2.", _DIT_BLOCK + "ff.2."),
+        Rename("cfm.estimator.norm_out.linear.", "cfm.estimator.norm_out."),
+        Rename(
+            "cfm.estimator.input_embed.conv_pos_embed.conv1d.", "cfm.estimator.input_embed.conv_pos_embed."
         ),
-        (r"^cfm\.estimator\.rotary_embed\.inv_freq$", "cfm.estimator.rotary_inv_freq"),
-    )
+        Rename("cfm.estimator.rotary_embed.inv_freq", "cfm.estimator.rotary_inv_freq"),
+    ),
+    weight_normed=("wns1.enc.in_layers.{i}", "wns1.enc.res_skip_layers.{i}", "wns1.enc.cond_layer"),
 )
+# Upstream's SynthesizerTrnV3 modules in the order it defines them, which is the order of its files.
+UPSTREAM_MODULE_ORDER = ("enc_p", "ref_enc", "ssl_proj", "quantizer", "bridge", "wns1", "linear_mel", "cfm")
 
 
 def convert_v3_state(upstream: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """Upstream ``SynthesizerTrnV3`` state dict -> ours (float32): the v1/v2 conversion (weight norm
     folded, codebooks stacked, style encoder renamed) plus the DiT's flattened names."""
-    state = {}
-    for key, value in convert_upstream_state(upstream).items():
-        for pattern, replacement in _DIT_RENAMES:
-            key, n = pattern.subn(replacement, key, count=1)
-            if n:
-                break
-        state[key] = value
-    return state
+    return convert_upstream_state(upstream, V3_KEYS)
+
+
+def to_upstream_v3_state(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Our state dict -> the keys and tensors upstream's ``SynthesizerTrnV3`` saves (the inverse of
+    :func:`convert_v3_state`, see :func:`~app.engine.models.sovits.to_upstream_state`), in upstream's
+    module order. Keys it does not know keep their name and go with their module, so ``state`` may
+    also hold the layers of :func:`upstream_only_layers` (upstream-named); the result then has every
+    key upstream's strict loaders expect."""
+    upstream = to_upstream_state(state, V3_KEYS)
+    last = len(UPSTREAM_MODULE_ORDER)
+
+    def position(key: str) -> int:
+        module = key.partition(".")[0]
+        return UPSTREAM_MODULE_ORDER.index(module) if module in UPSTREAM_MODULE_ORDER else last
+
+    return {key: upstream[key] for key in sorted(upstream, key=position)}  # stable: keeps each module's order
+
+
+def upstream_only_layers(cfg: SoVITSV3Config) -> dict[str, nn.Module]:
+    """Fresh (untrained) layers upstream's files hold but inference never uses, which our model does
+    not build (see ``UNUSED_CHECKPOINT_PREFIXES``), by upstream's name: the prior's mean/log-std
+    projection ``enc_p.proj`` and the training-time mel head ``linear_mel``."""
+    return {
+        "enc_p.proj": nn.Conv1d(cfg.hidden_channels, 2 * cfg.inter_channels, 1),
+        "linear_mel": nn.Conv1d(cfg.feature_channels, MEL_BINS, 1),
+    }

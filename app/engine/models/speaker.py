@@ -35,6 +35,7 @@ FBANK_BINS = 80
 
 # The embedding head (statistics pooling → seg_1 linear) that forward3 skips; see the module docstring.
 UNUSED_HEAD_PREFIXES = ("seg_1.", "seg_2.", "seg_bn_1.", "pool.")
+HEAD_EMBEDDING_DIM = 192  # the width of the embedding that head would give
 
 
 def kaldi_fbank(wav16k: torch.Tensor) -> torch.Tensor:
@@ -70,6 +71,15 @@ class SpeakerEncoderConfig:
     def embedding_size(self) -> int:
         # channels of stage 4 x frequency bins left after three stride-2 stages
         return self.stem_channels * 8 * self.expansion * (self.feat_dim // 8)
+
+
+def upstream_only_layers(cfg: SpeakerEncoderConfig | None = None) -> dict[str, nn.Module]:
+    """Fresh (untrained) layers upstream's checkpoint holds but we never build, by upstream's name:
+    the embedding head's ``seg_1`` linear layer, from the pooled statistics (mean and std of the
+    trunk's output) to the embedding. Upstream's sv.py loads strictly, so a file without it would
+    not load there."""
+    cfg = cfg or SpeakerEncoderConfig()
+    return {"seg_1": nn.Linear(2 * cfg.embedding_size, HEAD_EMBEDDING_DIM)}
 
 
 class ClippedReLU(nn.Hardtanh):
