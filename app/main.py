@@ -33,16 +33,21 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
+        # An engine handed in is owned by the caller (started and stopped by it); otherwise the app
+        # makes its own from the settings and runs it for its lifetime.
+        owned = engine is None
         app.state.engine = engine or Engine(engine_config(settings))
         if settings.demo_if_empty:
             prepare_demo_weights(settings.weights_root, app.state.engine.weight_choices())
         for warning in demo_warnings(settings.weights_root):
             log.warning(warning)
-        app.state.engine.start()
+        if owned:
+            app.state.engine.start()
         try:
             yield
         finally:
-            app.state.engine.stop()
+            if owned:
+                app.state.engine.stop()
 
     app = FastAPI(
         title="gsv-server",

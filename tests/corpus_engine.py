@@ -24,7 +24,7 @@ from app.engine.registry import (
     SV_CHECKPOINT,
     VOCODER_V4,
 )
-from tests.conftest import ROOT
+from tests.conftest import ROOT, conformance_dir
 
 ROOTS_CACHE = ROOT / ".cache" / "conformance-roots"
 
@@ -83,6 +83,13 @@ def _link_file(source, target) -> None:
         shutil.copy2(source, target)
 
 
+def link_weights(root: Path, places: dict[str, str], corpus_weights) -> Path:
+    """Put corpus weights (relative path -> corpus name) into ``root``; returns ``root``."""
+    for rel, name in places.items():
+        _link(corpus_weights(name), root / rel)
+    return root
+
+
 def corpus_weights_root(cases: list[dict], corpus_weights) -> Path:
     """A weights root in upstream's layout holding every weight of ``cases`` (made once, reused)."""
     places: dict[str, str] = {}
@@ -90,10 +97,14 @@ def corpus_weights_root(cases: list[dict], corpus_weights) -> Path:
         for rel, name in case_placements(case).items():
             assert places.setdefault(rel, name) == name, f"two weights for {rel}"
     digest = hashlib.sha256(json.dumps(sorted(places.items())).encode()).hexdigest()[:12]
-    root = ROOTS_CACHE / digest
-    for rel, name in places.items():
-        _link(corpus_weights(name), root / rel)
-    return root
+    return link_weights(ROOTS_CACHE / digest, places, corpus_weights)
+
+
+def corpus_cases(*versions: str) -> list[dict]:
+    """The model corpus's cases of these versions (all when none are named), in file order."""
+    folder = conformance_dir() / "models" / "cases"
+    cases = [json.loads(p.read_text(encoding="utf-8")) for p in sorted(folder.glob("*.json"))]
+    return [c for c in cases if not versions or c["version"] in versions]
 
 
 def corpus_engine(root: Path, **config) -> Engine:

@@ -121,9 +121,12 @@ class Engine:
         worker and await its audio. The voice is fixed here, so a weight switch while it waits does
         not affect it; loading it never holds up the worker."""
         gpt, sovits = self.models.chosen(gpt_weights, sovits_weights)
-        version = self.models.inspect_sovits(sovits)
-        planning.check_job(job, version.model, super_sampling_missing=self.models.super_sampling_missing())
+        self.models.inspect_sovits(sovits)  # a LoRA without its base: refused before anything loads
+        planning.check_request(job)
         voice = await self.models.voice_async(gpt, sovits)
+        # The loaded model knows its version for sure (a small plain v2 file reads as v1 by size).
+        missing = self.models.super_sampling_missing()
+        planning.check_against_model(job, voice.model_version, super_sampling_missing=missing)
         extender = None
         if planning.super_samples(job, voice.model_version):
             extender = await self.models.bandwidth_extender_async()

@@ -1,13 +1,14 @@
 """Request planning: every rule about a synthesis request, in one place.
 
 A surface (REST, web UI, other APIs) builds a :class:`~app.engine.jobs.SynthesisJob`; the engine checks
-it here before it queues the job (so a bad request is refused at once, before any model loads), and the
+it here before it queues the job (a bad request is refused before it waits for the worker), and the
 pipeline turns it into a :class:`SynthesisPlan` here before it runs. Both use the same functions:
 
-- :func:`check_parameters`: codes and ranges (:data:`~app.engine.jobs.PARAMETER_BOUNDS`);
+- :func:`check_request`, what needs no model: :func:`check_parameters` (codes, and the ranges of
+  :data:`~app.engine.jobs.PARAMETER_BOUNDS`) and :func:`check_reference` (a clip's rate and samples,
+  and upstream's 3-10 s rule for the main reference);
 - :func:`check_against_model`: what the chosen model version allows (v1 languages, the prompt text
   v3/v4 need, super-sampling);
-- :func:`check_reference`: a reference clip's rate, samples and the 3-10 s rule (upstream's);
 - :func:`plan_synthesis`: the decisions upstream makes per request (which references condition the
   decoder, bucketing, the seed, super-sampling), and :func:`plan_batches`, its batching.
 
@@ -142,10 +143,9 @@ def check_reference(reference: ReferenceAudio, field: str = "ref_audio_path", *,
         )
 
 
-def check_job(job: SynthesisJob, model_version: str, *, super_sampling_missing: Sequence[str] = ()) -> None:
-    """Every rule that can be checked before the job runs: parameters, the model's rules, references."""
+def check_request(job: SynthesisJob) -> None:
+    """The rules that need no model: parameters and reference clips."""
     check_parameters(job)
-    check_against_model(job, model_version, super_sampling_missing=super_sampling_missing)
     check_reference(as_reference(job.ref_audio))
     for aux in job.aux_ref_audios:
         check_reference(as_reference(aux), "aux_ref_audio_paths", main=False)

@@ -117,16 +117,15 @@ def test_a_plain_zip_pro_model_at_its_pretrained_path_loads_as_pro(client, root,
     r = client.post("/change_sovits_weights", json={"sovits_path": PRETRAINED_SOVITS[version]})
     assert r.status_code == 200, r.text
     assert r.json()["model_version"] == version
-    assert client.app.state.engine.sovits_model(PRETRAINED_SOVITS[version]).config.uses_speaker_embedding
+    assert client.app.state.engine.models.sovits(PRETRAINED_SOVITS[version]).model.config.uses_speaker_embedding
 
 
 def test_super_sampling_is_available_for_v3_only_and_only_with_the_ap_bwe_model(tmp_path):
-    from app.engine.engine import Engine
+    from app.engine.engine import Engine, EngineConfig
     from app.engine.registry import BANDWIDTH_EXTENSION_DIR
-    from app.settings import Settings
     from tests.conftest import write_bandwidth_extension
 
-    engine = Engine(Settings(weights_root=tmp_path))
+    engine = Engine(EngineConfig(weights_root=tmp_path))
     assert not engine.super_sampling_available("v3")
     write_bandwidth_extension(tmp_path / BANDWIDTH_EXTENSION_DIR, channels=8, layers=1)
     assert engine.super_sampling_available("v3")

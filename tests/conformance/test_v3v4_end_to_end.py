@@ -1,7 +1,10 @@
-"""v3/v4 synthesis end to end: the pipeline equals upstream's ``TTS.run`` on every v3/v3lora/v4lora case.
+"""v3/v4 synthesis end to end: the service's synthesis equals upstream's ``TTS.run`` on every
+v3/v3lora/v4lora case.
 
-Each case's request runs once through :func:`synthesize` on the corpus weights, with the sampler's start
-noise replayed from the corpus (``cfm_i_noise``, one per sampler call, in call order). ``test_final_audio``
+Each case's request runs once through the production path (the engine's synthesis call: planning, model
+manager, scheduler, runner, pipeline) on an upstream-layout weights root holding the corpus weights,
+with the sampler's start noise replayed from the corpus (``cfm_i_noise``, one per sampler call, in call
+order: the recorder hands it to the sampler in place of the noise the job's generator would draw). ``test_final_audio``
 compares the int16 result (same length, every sample within ±2). To name the stage of a miss, the run
 records what the decoder handed to each model and ``test_stage_array`` compares it with the corpus:
 ``encp_i_*`` (SoVITS content features), ``cfm_i_prompt``/``cfm_i_out`` (the sampler), ``vocoder_i_mel``/
@@ -20,11 +23,10 @@ import pytest
 import torch
 
 from app.engine.jobs import SynthesisJob
-from app.engine.models.hubert import HubertEncoder
-from app.engine.pipeline import SynthesisResult, synthesize
-from app.engine.text.bert import BertFeatureExtractor
-from app.engine.voice import SharedModels, Voice
+from app.engine.pipeline import SynthesisResult
+from app.engine.voice import Voice
 from tests.conftest import assert_matches_corpus, conformance_dir, corpus_case_arrays, corpus_job
+from tests.corpus_engine import case_model_names, corpus_engine, corpus_weights_root, synthesize
 
 pytestmark = [pytest.mark.conformance, pytest.mark.fullsize]
 
@@ -106,6 +108,7 @@ class _Recorder:
 
     def inference(self, mu, x_lens, prompt, n_timesteps, *args, **kwargs):
         i = self._next("cfm")
+        kwargs["noise"] = self.start_noise((mu.size(0), self.model.cfm.mel_bins, mu.size(1)))
         out = self._inference(mu, x_lens, prompt, n_timesteps, *args, **kwargs)
         self.arrays |= {f"cfm_{i}_prompt": prompt.numpy(), f"cfm_{i}_out": out.numpy()}
         return out
@@ -116,49 +119,25 @@ class _Recorder:
 
 
 @pytest.fixture(scope="module")
-def shared_models(corpus_weights) -> SharedModels:
-    return SharedModels(
-        hubert=HubertEncoder.from_pretrained(corpus_weights("hubert_tiny")),
-        bert=BertFeatureExtractor(corpus_weights("bert_tiny")),
-    )
-
-
-def _weights_root(case: dict, corpus_weights, tmp_path_factory):
-    """A weights root with the case's base model and vocoder at their upstream paths (symlinks)."""
-    from app.engine.registry import BIGVGAN_V3_DIR, PRETRAINED_SOVITS, VOCODER_V4
-
-    weights = case["weights"]
-    root = tmp_path_factory.mktemp("weights-root")
-    model = "v4" if case["version"].startswith("v4") else "v3"
-    links = {
-        PRETRAINED_SOVITS[model]: corpus_weights(weights["sovits_base"]),
-        BIGVGAN_V3_DIR if model == "v3" else VOCODER_V4: corpus_weights(weights["vocoder"]),
-    }
-    for rel, target in links.items():
-        (root / rel).parent.mkdir(parents=True, exist_ok=True)
-        (root / rel).symlink_to(target)
-    return root
+def engine(corpus_weights):
+    # One SoVITS model (1.5 GB) in memory at a time: cases are grouped by model.
+    engine = corpus_engine(corpus_weights_root(CASES, corpus_weights), max_loaded_models=1)
+    yield engine
+    engine.stop()
 
 
 @pytest.fixture(scope="module")
-def run_case(corpus_weights, shared_models, tmp_path_factory):
-    """case → (our result, arrays recorded on the way); each case runs once, one model in memory."""
-    current: dict[tuple[str, str], Voice] = {}
+def run_case(engine):
+    """case → (our result, arrays recorded on the way); each case runs once."""
     runs: dict[str, tuple[SynthesisResult, dict[str, np.ndarray]]] = {}
 
     def get(case: dict) -> tuple[SynthesisResult, dict[str, np.ndarray]]:
         if case["id"] not in runs:
-            names = (case["weights"]["t2s"], case["weights"]["sovits"])
-            if names not in current:
-                current.clear()  # frees the previous model first
-                root = _weights_root(case, corpus_weights, tmp_path_factory)
-                current[names] = Voice.load(
-                    root, corpus_weights(names[0]), corpus_weights(names[1]), shared=shared_models
-                )
-            voice = current[names]
+            gpt, sovits = case_model_names(case)
+            voice = engine.models.voice(gpt, sovits)  # the voice the engine's call will run on
             recorder = _Recorder(voice, corpus_case_arrays(case["id"]))
             try:
-                result = synthesize(job_for(case), voice, start_noise=recorder.start_noise)
+                result = synthesize(engine, job_for(case), gpt, sovits)
             finally:
                 recorder.close()
             runs[case["id"]] = (result, recorder.arrays)

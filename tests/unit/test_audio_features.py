@@ -96,12 +96,6 @@ def test_hubert_input_resamples_other_rates_to_16k():
     assert wav.shape == (1, 72000 + 7200)
 
 
-@pytest.mark.parametrize("seconds", [2.9, 10.1])
-def test_hubert_input_refuses_references_outside_3_to_10_seconds(seconds):
-    with pytest.raises(af.ReferenceAudioError, match="3 to 10 seconds"):
-        af.hubert_input(tone(seconds, 16000), 16000, model_sampling_rate=32000)
-
-
 @pytest.mark.parametrize("seconds", [3.0, 10.0])
 def test_hubert_input_accepts_the_limits(seconds):
     assert af.hubert_input(tone(seconds, 16000), 16000, 32000).shape[1] == int(seconds * 16000) + 9600

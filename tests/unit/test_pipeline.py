@@ -17,11 +17,13 @@ import torch
 from hypothesis import given
 from hypothesis import strategies as st
 
-from app.engine.jobs import ReferenceAudio, SynthesisCancelled, SynthesisJob
+from app.engine.decoders import DecodeSettings, ReferenceConditioning, SoVITSDecoder
+from app.engine.errors import Cancelled, InvalidRequest
+from app.engine.jobs import MAX_SEED, ReferenceAudio, SynthesisJob
 from app.engine.models.t2s import DecodeCancelled
-from app.engine.pipeline import MAX_SEED, _closed_prompt_text, plan_batches, resolve_seed, synthesize
+from app.engine.pipeline import synthesize
+from app.engine.planning import check_parameters, closed_prompt_text, plan_batches, resolve_seed
 from app.engine.text.preprocess import phones_for_piece, preprocess
-from app.engine.voice import ReferenceConditioning, SoVITSDecoder
 
 TEXT = "今天天气很好。我们一起去公园散步吧，好不好？路边的花都开了，红的黄的白的，真漂亮。走吧。"
 REFERENCE = ReferenceAudio(np.zeros(16000 * 4, dtype=np.float32), 16000)
@@ -79,34 +81,41 @@ def test_seed_minus_one_draws_a_seed_in_upstreams_range():
 def test_explicit_seeds_are_kept_and_checked():
     assert resolve_seed(0) == 0
     assert resolve_seed(MAX_SEED) == MAX_SEED
-    with pytest.raises(ValueError):
+    with pytest.raises(InvalidRequest):
         resolve_seed(MAX_SEED + 1)
-    with pytest.raises(ValueError):
+    with pytest.raises(InvalidRequest):
         resolve_seed(-2)
 
 
 def test_prompt_text_is_closed_with_a_full_stop_for_its_language():
-    assert _closed_prompt_text("这是参考", "all_zh") == "这是参考。"
-    assert _closed_prompt_text("this is it", "en") == "this is it."
-    assert _closed_prompt_text("已经结束了！\n", "zh") == "已经结束了！"
-    assert _closed_prompt_text("ends with a comma,", "en") == "ends with a comma,"
+    assert closed_prompt_text("这是参考", "all_zh") == "这是参考。"
+    assert closed_prompt_text("this is it", "en") == "this is it."
+    assert closed_prompt_text("已经结束了！\n", "zh") == "已经结束了！"
+    assert closed_prompt_text("ends with a comma,", "en") == "ends with a comma,"
 
 
-def test_job_validates_codes_and_ranges():
-    with pytest.raises(ValueError, match="cut method"):
-        SynthesisJob("x", "en", REFERENCE, text_split_method="cut9")
-    with pytest.raises(ValueError):
-        SynthesisJob("x", "en", REFERENCE, batch_size=0)
-    with pytest.raises(ValueError):
-        SynthesisJob("x", "en", REFERENCE, speed_factor=0)
+def test_planning_checks_codes_and_ranges():
+    check_parameters(SynthesisJob("x", REFERENCE, "en"))
+    for bad, code in (
+        ({"text_split_method": "cut9"}, "unknown_cut_method"),
+        ({"text_lang": "klingon"}, "unknown_language"),
+        ({"batch_size": 0}, "out_of_range"),
+        ({"speed_factor": 0}, "out_of_range"),
+        ({"temperature": 0.0}, "out_of_range"),
+        ({"top_p": float("nan")}, "out_of_range"),
+        ({"sample_steps": 5}, "out_of_range"),
+    ):
+        with pytest.raises(InvalidRequest) as caught:
+            check_parameters(SynthesisJob("x", REFERENCE, **({"text_lang": "en"} | bad)))
+        assert caught.value.code == code, bad
 
 
 def test_job_prompt_and_seed_rules():
-    assert SynthesisJob("x", "en", REFERENCE, prompt_text="hi").uses_prompt_text
-    assert not SynthesisJob("x", "en", REFERENCE, prompt_text="hi", ref_text_free=True).uses_prompt_text
-    assert not SynthesisJob("x", "en", REFERENCE, prompt_text="\n").uses_prompt_text
-    assert SynthesisJob("x", "en", REFERENCE, seed=7).requested_seed == -1  # keep_random defaults to True
-    assert SynthesisJob("x", "en", REFERENCE, seed=7, keep_random=False).requested_seed == 7
+    assert SynthesisJob("x", REFERENCE, "en", prompt_text="hi").uses_prompt_text
+    assert not SynthesisJob("x", REFERENCE, "en", prompt_text="hi", ref_text_free=True).uses_prompt_text
+    assert not SynthesisJob("x", REFERENCE, "en", prompt_text="\n").uses_prompt_text
+    assert SynthesisJob("x", REFERENCE, "en", seed=7).requested_seed == -1  # keep_random defaults to True
+    assert SynthesisJob("x", REFERENCE, "en", seed=7, keep_random=False).requested_seed == 7
 
 
 def test_reference_digest_follows_content_and_rate():
@@ -156,8 +165,10 @@ class FakeDecoder:
     def __init__(self):
         self.calls: list[dict] = []
 
-    def fragments(self, tokens, phones, references, *, speed, noise_scale, generator):
-        self.calls.append({"tokens": tokens, "phones": phones, "references": references, "speed": speed})
+    traits = SoVITSDecoder.traits
+
+    def fragments(self, tokens, phones, references, settings):
+        self.calls.append({"tokens": tokens, "phones": phones, "references": references, "speed": settings.speed})
         return [torch.full((t.shape[0],), 0.25) for t in tokens]
 
 
@@ -166,21 +177,18 @@ class FakeVoice:
 
     def __init__(self):
         self.device = torch.device("cpu")
+        self.model_version = "v2"
         self.text_version = "v2"
         self.model_sample_rate = 1000  # differs from the decoder's rate on purpose
         self.t2s = FakeT2S(len(_prompt_phones()))
         self.decoder = FakeDecoder()
         self.shared = SimpleNamespace(bert=FakeBert())
-        self.checked: list[ReferenceAudio] = []
         self.conditioned: list[ReferenceAudio] = []
         self.prompted: list[ReferenceAudio] = []
 
     @property
     def sample_rate(self):
         return self.decoder.sample_rate
-
-    def check_reference(self, reference):
-        self.checked.append(reference)
 
     def conditioning(self, reference):
         self.conditioned.append(reference)
@@ -256,7 +264,9 @@ def test_prompt_free_mode_sends_only_the_text(overrides, segments):
     sent = sorted(p.tolist() for call in voice.t2s.calls for p in call["phones"])
     assert sent == sorted(s.phone_ids for s in segments)
     assert voice.prompted == []  # no HuBERT work when the codes are not used
-    assert voice.checked == [REFERENCE]  # but the 3-10 s rule still applies, as upstream
+    short = ReferenceAudio(np.zeros(16000 * 2, dtype=np.float32), 16000)
+    with pytest.raises(InvalidRequest, match="3–10 s"):  # but the 3-10 s rule still applies, as upstream
+        synthesize(_job(**overrides, ref_audio=short), _voice())
 
 
 def test_gpt_parameters_are_passed_through():
@@ -278,8 +288,7 @@ def test_every_reference_conditions_the_decoder_main_first():
     voice = _voice()
     synthesize(_job(aux_ref_audios=aux), voice)
     assert voice.conditioned == [REFERENCE, *aux]
-    assert all(len(call["references"]) == 3 for call in voice.decoder.calls)
-    assert voice.checked == [REFERENCE]  # upstream checks the duration of the main clip only
+    assert all(len(call["references"]) == 3 for call in voice.decoder.calls)  # short aux clips are fine
 
 
 def test_progress_is_reported_per_batch(segments):
@@ -294,7 +303,7 @@ def test_progress_is_reported_per_batch(segments):
 
 def test_should_stop_before_any_work_cancels():
     voice = _voice()
-    with pytest.raises(SynthesisCancelled):
+    with pytest.raises(Cancelled):
         synthesize(_job(), voice, should_stop=lambda: True)
     assert voice.t2s.calls == []
 
@@ -308,13 +317,13 @@ def test_should_stop_is_handed_to_the_decode_loop_and_its_cancellation_converted
         raise DecodeCancelled("stopped")
 
     voice.t2s.generate = cancelled
-    with pytest.raises(SynthesisCancelled):
+    with pytest.raises(Cancelled):
         synthesize(_job(), voice, should_stop=stop)
 
 
 def test_stopping_between_batches_ends_the_job():
     voice = _voice()
-    with pytest.raises(SynthesisCancelled):
+    with pytest.raises(Cancelled):
         synthesize(_job(), voice, should_stop=lambda: len(voice.decoder.calls) >= 1)
     assert len(voice.decoder.calls) == 1
 
@@ -346,9 +355,7 @@ def test_at_speed_one_a_batch_is_decoded_as_one_utterance_and_cut_by_token_count
     tokens = [torch.tensor([1, 2]), torch.tensor([3, 4, 5])]
     phones = [torch.tensor([10]), torch.tensor([11, 12])]
     references = [ReferenceConditioning(torch.zeros(1, 3, 2), None)]
-    pieces = SoVITSDecoder(model).fragments(
-        tokens, phones, references, speed=1.0, noise_scale=0.0, generator=None
-    )
+    pieces = SoVITSDecoder(model).fragments(tokens, phones, references, DecodeSettings(1.0, 0.0, None))
     ((codes, ids, _),) = model.calls
     assert codes.tolist() == [[[1, 2, 3, 4, 5]]]
     assert ids.tolist() == [[10, 11, 12]]
@@ -360,9 +367,7 @@ def test_at_another_speed_each_piece_is_decoded_alone():
     tokens = [torch.tensor([1, 2]), torch.tensor([3, 4, 5])]
     phones = [torch.tensor([10]), torch.tensor([11, 12])]
     references = [ReferenceConditioning(torch.zeros(1, 3, 2), None)]
-    pieces = SoVITSDecoder(model).fragments(
-        tokens, phones, references, speed=2.0, noise_scale=0.0, generator=None
-    )
+    pieces = SoVITSDecoder(model).fragments(tokens, phones, references, DecodeSettings(2.0, 0.0, None))
     assert [c[0].view(-1).tolist() for c in model.calls] == [[1, 2], [3, 4, 5]]
     assert [c[1].view(-1).tolist() for c in model.calls] == [[10], [11, 12]]
     assert [c[2] for c in model.calls] == [2.0, 2.0]

@@ -1,6 +1,5 @@
 """The v3/v4 parts of the pipeline without full-size models: the prompt-text rule, what reaches a
-vocoder decoder (prompt, sample_steps, mode, main reference only, start noise), bucketing, and the
-chunk cross-fade."""
+vocoder decoder (prompt, sample_steps, mode, main reference only), bucketing, and the chunk cross-fade."""
 
 from __future__ import annotations
 
@@ -10,10 +9,11 @@ import numpy as np
 import pytest
 import torch
 
+from app.engine.decoders import ReferenceConditioning, VocoderDecoder, cross_fade_chunks
+from app.engine.errors import Conflict, InvalidRequest
 from app.engine.jobs import ReferenceAudio, SynthesisJob
-from app.engine.pipeline import PromptTextRequired, synthesize
+from app.engine.pipeline import synthesize
 from app.engine.text.preprocess import phones_for_piece
-from app.engine.voice import ReferenceConditioning, VocoderDecoder, cross_fade_chunks
 
 TEXT = "今天天气很好。我们一起去公园散步吧。路边的花都开了。我很开心。"
 PROMPT_TEXT = "这是参考。"
@@ -36,15 +36,17 @@ class FakeT2S:
         return [torch.zeros(p.shape[0] - self.prompt_len, dtype=torch.long) for p in phones]
 
 
-class RecordingVocoderDecoder(VocoderDecoder):
-    """A VocoderDecoder (so the pipeline treats the voice as v3/v4) that records what it is given."""
+class RecordingVocoderDecoder:
+    """Stands in for a VocoderDecoder (its traits) and records what it is given."""
+
+    traits = VocoderDecoder.traits
 
     def __init__(self):  # no models
         self.sample_rate = 24000
         self.calls: list[dict] = []
 
-    def fragments(self, tokens, phones, references, *, speed, noise_scale, generator, prompt):
-        self.calls.append({"tokens": tokens, "references": references, "prompt": prompt, "speed": speed})
+    def fragments(self, tokens, phones, references, settings):
+        self.calls.append({"tokens": tokens, "references": references, "prompt": settings, "speed": settings.speed})
         return [torch.full((t.shape[0],), 0.5) for t in tokens]
 
 
@@ -62,9 +64,6 @@ class FakeV3Voice:
     @property
     def sample_rate(self):
         return self.decoder.sample_rate
-
-    def check_reference(self, reference):
-        pass
 
     def conditioning(self, reference):
         self.conditioned.append(reference)
@@ -84,8 +83,9 @@ def _job(**overrides) -> SynthesisJob:
 @pytest.mark.parametrize("overrides", [{"prompt_text": ""}, {"ref_text_free": True}])
 def test_v3v4_refuses_prompt_free_synthesis(overrides):
     voice = FakeV3Voice()
-    with pytest.raises(PromptTextRequired, match="prompt_text"):
+    with pytest.raises(InvalidRequest, match="prompt_text") as caught:
         synthesize(_job(**overrides), voice)
+    assert caught.value.code == "prompt_text_required"
     assert voice.decoder.calls == []
 
 
@@ -97,22 +97,12 @@ def test_decoder_gets_prompt_steps_mode_and_only_the_main_reference():
     prompt_phones = phones_for_piece(PROMPT_TEXT, "all_zh", "v2").phone_ids
     for call in voice.decoder.calls:
         assert len(call["references"]) == 1
-        prompt = call["prompt"]
-        assert torch.equal(prompt.codes, PROMPT_CODES)
-        assert prompt.phone_ids == prompt_phones
-        assert prompt.sample_steps == 16
-        assert prompt.batched is False
-        assert prompt.start_noise is None
-
-
-def test_start_noise_reaches_the_decoder():
-    voice = FakeV3Voice()
-
-    def noise(shape):
-        return torch.zeros(shape)
-
-    synthesize(_job(), voice, start_noise=noise)
-    assert all(call["prompt"].start_noise is noise for call in voice.decoder.calls)
+        settings = call["prompt"]
+        assert torch.equal(settings.prompt_codes, PROMPT_CODES)
+        assert list(settings.prompt_phone_ids) == prompt_phones
+        assert settings.sample_steps == 16
+        assert settings.batched is False
+        assert settings.generator.initial_seed() == 1  # the sampler's start noise comes from the job's seed
 
 
 def test_parallel_mode_keeps_text_order_in_batches():
@@ -162,7 +152,7 @@ def test_super_sampled_audio_is_peak_limited(extender):
 
 
 def test_super_sampling_needs_the_model_for_v3_and_is_ignored_for_v4():
-    with pytest.raises(ValueError, match="bandwidth_extender"):
+    with pytest.raises(Conflict, match="AP-BWE"):
         synthesize(_job(super_sampling=True), FakeV3Voice())
     result = synthesize(_job(super_sampling=True), _v4())
     assert result.sample_rate == 48000

@@ -1,81 +1,67 @@
-"""A real Voice on the corpus's tiny random weights: loading from a weights root, compatibility checks,
-reference caching, seeds with sampling noise on, and cancellation inside the GPT decode."""
+"""Real voices on the corpus's tiny random weights, built by the model manager from an upstream-layout
+weights root: compatibility checks, shared models, reference caching, seeds with sampling noise on, and
+cancellation inside the GPT decode."""
 
 from __future__ import annotations
-
-import json
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
-from app.engine.audio_features import ReferenceAudioError
-from app.engine.jobs import ReferenceAudio, SynthesisCancelled, SynthesisJob
+from app.engine.errors import Cancelled, InvalidRequest
+from app.engine.jobs import ReferenceAudio, SynthesisJob
+from app.engine.model_manager import ModelManager
 from app.engine.models.t2s import DecodeCancelled
 from app.engine.pipeline import synthesize
-from app.engine.registry import BERT_DIR, HUBERT_DIR, SV_CHECKPOINT
-from app.engine.voice import Voice, VoiceLoadError
-from tests.conftest import conformance_dir
+from app.engine.voice import Voice
+from tests.conftest import corpus_reference
+from tests.corpus_engine import case_model_names, corpus_cases, corpus_weights_root
 
-
-def _link(root: Path, relative: str, target: Path) -> None:
-    path = root / relative
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.symlink_to(target)
+# One corpus case per version gives the weights (layouts and seeds from the corpus index).
+CASES = {version: corpus_cases(version)[0] for version in ("v1", "v2", "v2Pro")}
 
 
 @pytest.fixture(scope="module")
-def weights_root(corpus_weights, tmp_path_factory) -> Path:
-    """A weights root with the shared models at upstream's paths."""
-    root = tmp_path_factory.mktemp("weights")
-    _link(root, HUBERT_DIR, corpus_weights("hubert_tiny"))
-    _link(root, BERT_DIR, corpus_weights("bert_tiny"))
-    _link(root, SV_CHECKPOINT, corpus_weights("sv_eres2netv2_full"))
-    return root
+def manager(corpus_weights) -> ModelManager:
+    manager = ModelManager(corpus_weights_root(list(CASES.values()), corpus_weights), "cpu", torch.float32, 4)
+    yield manager
+    manager.close()
+
+
+def names(version: str) -> tuple[str, str]:
+    return case_model_names(CASES[version])
 
 
 @pytest.fixture(scope="module")
-def v2_voice(weights_root, corpus_weights) -> Voice:
-    return Voice.load(weights_root, corpus_weights("s1_v2_tiny"), corpus_weights("sovits_v2_tiny"))
+def v2_voice(manager) -> Voice:
+    return manager.voice(*names("v2"))
 
 
 @pytest.fixture(scope="module")
 def reference() -> ReferenceAudio:
-    index = json.loads((conformance_dir() / "models" / "index.json").read_text(encoding="utf-8"))
-    return ReferenceAudio.decode(conformance_dir() / "models" / index["refs"]["ref_a"]["file"])
+    return corpus_reference(CASES["v2"]["request"]["ref_audio_path"])
 
 
-def test_a_v2_voice_needs_no_speaker_encoder(v2_voice):
+def test_a_v2_voice_needs_no_speaker_encoder(v2_voice, manager):
     assert v2_voice.model_version == "v2"
     assert v2_voice.text_version == "v2"
-    assert v2_voice.shared.speaker is None
+    assert not v2_voice.uses_speaker_embedding
     assert v2_voice.sample_rate == v2_voice.model_sample_rate == 32000
+    assert manager.voice(*names("v2")) is v2_voice  # built once, then cached
 
 
-def test_a_pro_voice_loads_the_speaker_encoder_and_reuses_shared_models(
-    weights_root, corpus_weights, v2_voice
-):
-    voice = Voice.load(
-        weights_root,
-        corpus_weights("s1_v2_tiny"),
-        corpus_weights("sovits_v2Pro_tiny"),
-        shared=v2_voice.shared,
-    )
+def test_a_pro_voice_loads_the_speaker_encoder_and_reuses_shared_models(manager, v2_voice):
+    voice = manager.voice(*names("v2Pro"))
     assert voice.model_version == "v2Pro"
     assert voice.shared.speaker is not None
     assert voice.shared.hubert is v2_voice.shared.hubert
     assert voice.shared.bert is v2_voice.shared.bert
 
 
-def test_a_v1_gpt_cannot_drive_a_v2_sovits(weights_root, corpus_weights, v2_voice):
-    with pytest.raises(VoiceLoadError, match="not from the same model version"):
-        Voice.load(
-            weights_root,
-            corpus_weights("s1_v1_tiny"),
-            corpus_weights("sovits_v2_tiny"),
-            shared=v2_voice.shared,
-        )
+def test_a_v1_gpt_cannot_drive_a_v2_sovits(manager):
+    with pytest.raises(InvalidRequest, match="not from the same model version") as caught:
+        manager.voice(names("v1")[0], names("v2")[1])
+    assert caught.value.code == "incompatible_weights"
 
 
 def test_reference_features_are_cached_per_clip(v2_voice, reference):
@@ -87,9 +73,10 @@ def test_reference_features_are_cached_per_clip(v2_voice, reference):
 
 def test_a_reference_outside_3_to_10_seconds_is_refused(v2_voice, reference):
     short = ReferenceAudio(reference.samples[: 2 * reference.sample_rate], reference.sample_rate)
-    job = SynthesisJob("你好，今天天气很好。", "all_zh", short, prompt_text="参考文本。")
-    with pytest.raises(ReferenceAudioError):
+    job = SynthesisJob("你好，今天天气很好。", short, "all_zh", prompt_text="参考文本。")
+    with pytest.raises(InvalidRequest) as caught:
         synthesize(job, v2_voice)
+    assert caught.value.code == "ref_audio_length"
 
 
 def _job(reference: ReferenceAudio, **overrides) -> SynthesisJob:
@@ -110,6 +97,13 @@ def test_seeds_make_sampling_and_noise_reproducible(v2_voice, reference):
     assert drawn.audio.shape != first.audio.shape or not np.array_equal(drawn.audio, first.audio)
 
 
+def test_the_decoder_noise_scale_changes_the_audio_and_zero_is_deterministic(v2_voice, reference):
+    quiet = [synthesize(_job(reference, seed=s), v2_voice, noise_scale=0.0).audio for s in (5, 5)]
+    noisy = synthesize(_job(reference), v2_voice, noise_scale=0.5).audio
+    np.testing.assert_array_equal(*quiet)
+    assert quiet[0].shape != noisy.shape or not np.array_equal(quiet[0], noisy)
+
+
 def test_cancellation_inside_the_gpt_decode(v2_voice, reference):
     polls = 0
 
@@ -118,7 +112,7 @@ def test_cancellation_inside_the_gpt_decode(v2_voice, reference):
         polls += 1
         return polls > 10
 
-    with pytest.raises(SynthesisCancelled) as raised:
+    with pytest.raises(Cancelled) as raised:
         synthesize(_job(reference), v2_voice, should_stop=stop_after_a_few_steps)
     assert polls == 11  # stopped at the first poll that said so
     assert isinstance(raised.value.__cause__, DecodeCancelled)  # ... which came from a decode step

@@ -9,6 +9,7 @@ import shutil
 import pytest
 
 from app.engine.checkpoints import CheckpointError
+from app.engine.errors import EngineError, InvalidRequest, NotFound
 from app.engine.registry import (
     PRETRAINED_GPT,
     PRETRAINED_SOVITS,
@@ -17,7 +18,6 @@ from app.engine.registry import (
     natural_key,
     sovits_version,
 )
-from app.errors import NotFound, ServiceError
 from tests.conftest import conformance_dir, generate_weights
 
 
@@ -68,9 +68,9 @@ def test_listing_is_rescanned_every_call(tmp_path):
 
 @pytest.mark.parametrize("name", ["../secret.pth", "/etc/passwd", "SoVITS_weights/../../x.pth", "C:\\x.pth", "a\x00b"])
 def test_names_outside_the_root_are_refused(tmp_path, name):
-    with pytest.raises(ServiceError) as info:
+    with pytest.raises(InvalidRequest) as info:
         WeightRegistry(tmp_path).resolve_sovits(name)
-    assert info.value.status_code == 422
+    assert info.value.code in ("invalid_name", "path_outside_root")
 
 
 def test_symlink_pointing_out_of_the_root_is_neither_listed_nor_loaded(tmp_path):
@@ -82,7 +82,7 @@ def test_symlink_pointing_out_of_the_root_is_neither_listed_nor_loaded(tmp_path)
     os.symlink(outside, root / "SoVITS_weights_v2")
     registry = WeightRegistry(root)
     assert registry.sovits_names() == []
-    with pytest.raises(ServiceError):
+    with pytest.raises(EngineError):
         registry.resolve_sovits("SoVITS_weights/evil.pth")
 
 

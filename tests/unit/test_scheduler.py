@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from app.engine.jobs import SynthesisCancelled
+from app.engine.errors import Cancelled as SynthesisCancelled
 from app.engine.scheduler import QueueFull, Scheduler
 
 

@@ -45,9 +45,9 @@ from app.engine.models.vits_modules import (
     TransformerEncoder,
     fold_weight_norm,
 )
+from app.engine.text.symbols import text_version, text_version_of_table
 
 SSL_DIM = 768  # HuBERT feature size
-V1_SYMBOL_COUNT = 322  # upstream tells v1 files apart by this text-embedding size
 V2_REFERENCE_BINS = 704  # v2+ style encoders only see the lowest 704 spectrogram bins
 SPEAKER_EMBEDDING_DIM = 20480  # ERes2NetV2 embedding fed to v2Pro/v2ProPlus
 PRO_HEADERS = {b"05": "v2Pro", b"06": "v2ProPlus"}
@@ -87,7 +87,7 @@ class SoVITSConfig:
     @property
     def reference_bins(self) -> int:
         """How many spectrogram bins the style encoder reads."""
-        return self.spec_channels if self.version == "v1" else V2_REFERENCE_BINS
+        return self.spec_channels if text_version(self.version) == "v1" else V2_REFERENCE_BINS
 
     @property
     def samples_per_code(self) -> int:
@@ -116,7 +116,7 @@ class SoVITSConfig:
             n_symbols = int(state["enc_p.text_embedding.weight"].shape[0])
             version = detected if detected in PRO_HEADERS.values() else PRO_HEADERS.get(header)
             if version is None:
-                version = "v1" if n_symbols == V1_SYMBOL_COUNT else "v2"
+                version = text_version_of_table(n_symbols)
             return cls(
                 version=version,
                 n_symbols=n_symbols,

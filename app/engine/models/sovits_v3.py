@@ -16,6 +16,10 @@ v3/v4 differ in the mel they model (v3: 24 kHz, hop 256; v4: 32 kHz, hop 320; bo
 so in how much the 50 Hz content is stretched; see :data:`VARIANTS`. A fine-tuned model usually
 comes as a LoRA file (header ``03``/``04``) on top of the pretrained base; :func:`merge_lora`
 folds it into the base weights at load time.
+
+Why this module is long: the v3/v4 synthesizer reads top to bottom like the paper's figure (config,
+content encoder, flow-matching wrapper, upstream key map, LoRA merge, mel functions); the DiT and CFM
+already live in their own modules.
 """
 
 from __future__ import annotations

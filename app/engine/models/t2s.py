@@ -14,6 +14,10 @@ attend to all phones and causally to earlier codes. Layers are post-norm (upstre
   each row stops on its own EOS and leaves the batch;
 - sequential (upstream ``infer_panel_naive_batched``): every row is decoded alone.
 Both keep upstream's bookkeeping quirks exactly (see ``_kept_tokens`` and ``generate``).
+
+Why this module is long: it is the whole GPT stage in one file, nanoGPT-style (config, blocks,
+the one KV-cached decode loop for parallel and sequential modes, upstream's key map); splitting it would
+scatter the decode loop that must match upstream step for step.
 """
 
 from __future__ import annotations

@@ -12,6 +12,9 @@ Weight-normalised convolutions are plain convolutions here; the checkpoint loade
 ``weight_g``/``weight_v`` into ``weight`` once (see ``fold_weight_norm``).
 
 Layout convention: sequences are ``[batch, channels, time]`` unless a docstring says otherwise.
+
+Why this module is long: it holds the VITS building blocks that every SoVITS version shares
+(attention, flows, encoders, HiFi-GAN), each small; one file keeps their shared conventions together.
 """
 
 from __future__ import annotations

@@ -317,10 +317,9 @@ def test_without_upstream_dictionaries_the_package_is_used_and_said(tmp_path, ca
 
 
 def test_engine_start_reads_the_weights_roots_dictionaries(upstream_checkout):
-    from app.engine.engine import Engine
-    from app.settings import Settings
+    from app.engine.engine import Engine, EngineConfig
 
-    engine = Engine(Settings(weights_root=upstream_checkout))
+    engine = Engine(EngineConfig(weights_root=upstream_checkout))
     engine.start()
     try:
         assert lexicon().source.startswith("upstream dictionaries")

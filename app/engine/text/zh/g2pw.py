@@ -24,6 +24,10 @@ Then, per jieba word, upstream's word dictionary (``polyphonic.rep`` + ``polypho
 data files of an upstream checkout that we cannot ship) overrides the model: a listed word takes
 the dictionary's readings, and a listed single character takes its first reading. When those files
 are absent the model's readings stand, and start-up says so.
+
+Why this module is long: g2pW's pre- and post-processing (upstream's character/phoneme tables,
+the ONNX input layout, the polyphone corrections) must match upstream line for line, and is only
+used together.
 """
 
 from __future__ import annotations
