@@ -227,3 +227,52 @@ def assert_matches_corpus(ours, golden, what: str) -> None:
     """``corpus_difference`` as an assertion."""
     difference = corpus_difference(ours, golden, what)
     assert difference is None, difference
+
+
+# --------------------------------------------------------------------------- ill-conditioned models
+# The corpus's random BigVGAN (v3) fills its anti-aliasing filters with random taps, which makes it
+# chaotic: one float32 ulp of input change moves its waveform by ~20 % RMS. Upstream's bits are then
+# reproducible only by a CPU that rounds exactly like the one the corpus was made on (seen: bit-equal
+# on one machine, 0.16 max abs apart on an AVX2-only EPYC, with upstream's own code too). Where the
+# strict tolerance fails, these checks measure that sensitivity HERE and accept a difference of the
+# size rounding alone produces; on a machine that rounds like the corpus's, the strict check passes.
+ROUNDING_FACTOR = 2.0  # how many times the measured one-ulp sensitivity a correct result may differ
+
+
+def relative_rms(ours, golden) -> float:
+    import numpy as np
+
+    ours, golden = np.asarray(ours, dtype=np.float64), np.asarray(golden, dtype=np.float64)
+    return float(np.sqrt(((ours - golden) ** 2).mean()) / max(np.sqrt((golden**2).mean()), 1e-12))
+
+
+def one_ulp_sensitivity(model, inputs) -> tuple[float, bool]:
+    """(largest relative RMS change of ``model``'s output when its input moves by one float32 ulp,
+    whether that change already breaks the corpus tolerance), over ``inputs``, on this machine."""
+    import torch
+
+    worst, breaks_tolerance = 0.0, False
+    with torch.inference_mode():
+        for x in inputs:
+            x = torch.as_tensor(x)
+            base = model(x)
+            moved = model(torch.nextafter(x, torch.full_like(x, float("inf"))))
+            worst = max(worst, relative_rms(moved.numpy(), base.numpy()))
+            breaks_tolerance |= corpus_difference(moved, base.numpy(), "") is not None
+    return worst, breaks_tolerance
+
+
+def assert_matches_corpus_up_to_rounding(ours, golden, what: str, model, inputs) -> None:
+    """``assert_matches_corpus``, or, where ``model`` is so ill-conditioned on this machine that one ulp
+    of input breaks the tolerance, a relative RMS within ROUNDING_FACTOR x that one-ulp change."""
+    import numpy as np
+
+    difference = corpus_difference(ours, golden, what)
+    if difference is None:
+        return
+    sensitivity, ill_conditioned = one_ulp_sensitivity(model, inputs)
+    assert ill_conditioned, f"{difference} (one ulp of input moves the output by only {sensitivity:.3g} RMS here)"
+    assert np.shape(ours) == np.shape(golden), difference
+    error = relative_rms(ours, golden)
+    bound = ROUNDING_FACTOR * sensitivity
+    assert error <= bound, f"{difference}; relative RMS {error:.3g} > {bound:.3g} (= {ROUNDING_FACTOR} x one ulp's effect)"

@@ -6,9 +6,11 @@ returned (``vocoder_i_wav``).
 Every call of both vocoders (v3: BigVGAN, v4: upstream's 48 kHz HiFi-GAN) runs whole and must match at
 the README's float tolerance. For BigVGAN that is a demanding check: the corpus's random weights fill its
 anti-aliasing filter buffers with random taps instead of unit-gain low-passes, and the resulting network
-amplifies input changes enormously (a random 1e-7 change of the mel moves the waveform by ~10 % of its
+amplifies input changes enormously (one ulp of change in the mel moves the waveform by ~20 % of its
 RMS; so does running it on a cropped mel, whose shorter convolutions round differently). It matches
-because our generator computes what upstream's does, op for op, on the same shapes.
+because our generator computes what upstream's does, op for op, on the same shapes, on a CPU that rounds
+like the corpus's; on one that does not (an AVX2-only EPYC misses by 0.16 with upstream's code too) the
+check falls back to the measured one-ulp sensitivity (``assert_matches_corpus_up_to_rounding``).
 """
 
 from __future__ import annotations
@@ -20,7 +22,12 @@ import pytest
 import torch
 
 from app.engine.models.vocoders import BigVGANVocoder, HiFiGANVocoderV4
-from tests.conftest import assert_matches_corpus, conformance_dir, corpus_case_arrays, corpus_weights_layout
+from tests.conftest import (
+    assert_matches_corpus_up_to_rounding,
+    conformance_dir,
+    corpus_case_arrays,
+    corpus_weights_layout,
+)
 
 pytestmark = [pytest.mark.conformance, pytest.mark.fullsize]
 
@@ -95,4 +102,4 @@ def test_vocoder_matches_upstream(vocoder, case, i):
     wav = model(mel).numpy()
     assert wav.shape == golden.shape  # frames * samples per frame
     assert model.sample_rate == case["sample_rate"]
-    assert_matches_corpus(wav, golden, f"{case['id']} vocoder_{i}_wav")
+    assert_matches_corpus_up_to_rounding(wav, golden, f"{case['id']} vocoder_{i}_wav", model, [mel])
