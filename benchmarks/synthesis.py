@@ -11,7 +11,7 @@ Rows:
 - ``v2/batchN``, ``v2ProPlus/batchN`` (``--batches``): GPT on N rows at once, then SoVITS decodes
   each row to audio.
 - ``v3/stepsS``, ``v4/stepsS`` (``--steps``): GPT on one row, then the service's own v3/v4 decoder,
-  ``app.engine.voice.VocoderDecoder``, in its default batched (``parallel_infer``) mode: SoVITS v3/v4
+  ``app.engine.decoders.VocoderDecoder``, in its default batched (``parallel_infer``) mode: SoVITS v3/v4
   content features, the flow-matching sampler (a 22-block DiT, ``S`` Euler steps) continuing a
   reference mel in chunks, the vocoder (v3: BigVGAN 24 kHz, v4: HiFi-GAN 48 kHz), the chunks
   cross-faded. The reference is synthetic (random spectrogram and normalised mel of a 6 s clip), so
@@ -54,7 +54,12 @@ from app.engine.models.vocoders import (  # noqa: E402
     HiFiGANV4Config,
     HiFiGANVocoderV4,
 )
-from app.engine.voice import ReferenceConditioning, Vocoder, VocoderDecoder, VocoderPrompt  # noqa: E402
+from app.engine.decoders import (  # noqa: E402
+    DecodeSettings,
+    ReferenceConditioning,
+    Vocoder,
+    VocoderDecoder,
+)
 
 CODES_PER_SECOND = 25
 PROMPT_TOKENS = 150  # a 6 s reference clip
@@ -281,11 +286,11 @@ def run_vocoder_case(
                             generator=torch.Generator(device=device).manual_seed(1))
 
     def decode(rows: list[torch.Tensor], steps: int) -> list[torch.Tensor]:
-        prompt = VocoderPrompt(prompt_codes, prompt_phones, steps, batched=True)
-        return decoder.fragments(
-            [row[-tokens:] for row in rows], [phones], [reference], speed=1.0, noise_scale=0.5,
-            generator=torch.Generator(device=device).manual_seed(2), prompt=prompt,
+        settings = DecodeSettings(
+            speed=1.0, noise_scale=0.5, generator=torch.Generator(device=device).manual_seed(2),
+            prompt_codes=prompt_codes, prompt_phone_ids=prompt_phones, sample_steps=steps, batched=True,
         )
+        return decoder.fragments([row[-tokens:] for row in rows], [phones], [reference], settings)
 
     rows = gpt()  # warm-up: one Euler step already runs every layer once
     decode(rows, 1)
