@@ -41,7 +41,10 @@ def main(argv: list[str] | None = None) -> None:
 
     settings = build_settings(argv)
     app = create_app(settings)
-    uvicorn.run(app, host=settings.host, port=settings.port, log_config=None, log_level=settings.log_level)
+    # access_log off: our middleware already writes one line per request (with its id and error code).
+    uvicorn.run(
+        app, host=settings.host, port=settings.port, log_config=None, log_level=settings.log_level, access_log=False
+    )
 
 
 if __name__ == "__main__":

@@ -7,7 +7,6 @@ Body: ``{"error": {"code": "...", "message": "...", "request_id": "...", "detail
 
 from __future__ import annotations
 
-import logging
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -18,8 +17,6 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from app.engine import errors as engine_errors
 from app.logging_setup import request_id_var
-
-log = logging.getLogger(__name__)
 
 
 class ServiceError(Exception):
@@ -114,17 +111,25 @@ def _describe_validation(errors: list[dict[str, Any]]) -> str:
     return "; ".join(parts) + more
 
 
+# The request-log middleware reads this scope key, so a refused request still logs ONE line, with why.
+ERROR_SCOPE_KEY = "gsv.error"
+
+
+def _note(request: Request, code: str, message: str) -> None:
+    request.scope[ERROR_SCOPE_KEY] = f"{code}: {message}"
+
+
 def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(ServiceError)
     async def _service_error(request: Request, exc: ServiceError):
-        log.info("%s %s -> %d %s: %s", request.method, request.url.path, exc.status_code, exc.code, exc.message)
+        _note(request, exc.code, exc.message)
         return error_response(exc.status_code, exc.message, exc.code, exc.details, headers=exc.headers)
 
     @app.exception_handler(engine_errors.EngineError)
     async def _engine_error(request: Request, exc: engine_errors.EngineError):
         status = engine_status(exc)
         headers = {"Retry-After": str(exc.retry_after_s)} if isinstance(exc, engine_errors.Busy) else None
-        log.info("%s %s -> %d %s: %s", request.method, request.url.path, status, exc.code, exc.message)
+        _note(request, exc.code, exc.message)
         return error_response(status, exc.message, exc.code, headers=headers)
 
     @app.exception_handler(RequestValidationError)
@@ -134,10 +139,11 @@ def install_error_handlers(app: FastAPI) -> None:
             {"loc": list(e.get("loc", ())), "msg": e.get("msg", ""), "type": e.get("type", "")} for e in errors
         ]
         message = _describe_validation(errors)
-        log.info("%s %s -> 422: %s", request.method, request.url.path, message)
+        _note(request, "validation_error", message)
         return error_response(422, message, "validation_error", jsonable_encoder(details))
 
     @app.exception_handler(StarletteHTTPException)
     async def _http_error(request: Request, exc: StarletteHTTPException):
         message = exc.detail if isinstance(exc.detail, str) else "request failed"
+        _note(request, "http_error", message)
         return error_response(exc.status_code, message, headers=getattr(exc, "headers", None))

@@ -6,6 +6,7 @@ import logging
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
+from fastapi_offline import FastAPIOffline
 
 from app import __version__
 from app.demo_setup import demo_warnings, prepare_demo_weights
@@ -49,7 +50,9 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
             if owned:
                 app.state.engine.stop()
 
-    app = FastAPI(
+    # FastAPIOffline: /docs and /redoc load Swagger UI and ReDoc from files shipped in that package
+    # (served under /static-offline-docs), so the docs work on machines without internet access.
+    app = FastAPIOffline(
         title="gsv-server",
         version=__version__,
         description=DESCRIPTION,

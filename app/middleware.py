@@ -8,7 +8,7 @@ import re
 import time
 import uuid
 
-from app.errors import error_body
+from app.errors import ERROR_SCOPE_KEY, error_body
 from app.logging_setup import request_id_var
 
 log = logging.getLogger("app.request")
@@ -48,6 +48,7 @@ class RequestContextMiddleware:
             await send(message)
 
         async def reply(status: int, message: str, code: str | None = None):
+            scope[ERROR_SCOPE_KEY] = f"{code}: {message}"
             body = json.dumps(error_body(status, message, code)).encode()
             await send_with_id(
                 {
@@ -72,12 +73,14 @@ class RequestContextMiddleware:
             if not started:
                 await reply(500, "internal error; the request id identifies it in the service log", "internal_error")
         finally:
+            why = scope.get(ERROR_SCOPE_KEY)
             log.info(
-                "%s %s -> %d in %.1f ms",
+                "%s %s -> %d in %.1f ms%s",
                 scope.get("method"),
                 scope.get("path"),
                 status,
                 (time.perf_counter() - began) * 1000,
+                f" ({why})" if why else "",
             )
             request_id_var.reset(token)
 

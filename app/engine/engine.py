@@ -10,6 +10,7 @@ below it reads settings, and nothing here knows about HTTP: refusals are ``app.e
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -85,8 +86,14 @@ class Engine:
         log.info("engine stopped")
 
     def status(self) -> EngineStatus:
+        """Ready when the worker runs and the current models can be loaded (or are)."""
         root = Path(self.config.weights_root)
-        problems = [] if root.is_dir() else [f"weights root {root} does not exist"]
+        if not root.is_dir():
+            problems = [f"weights root {root} does not exist"]
+        else:
+            problems = self.models.problems()
+        if self.scheduler is None or not self.scheduler.alive():
+            problems.append("the synthesis worker is not running")
         return EngineStatus(not problems, self.device, str(root), problems)
 
     # ---------------------------------------------------------------- text
@@ -131,8 +138,14 @@ class Engine:
         if planning.super_samples(job, voice.model_version):
             extender = await self.models.bandwidth_extender_async()
         assert self.scheduler is not None, "engine not started"
-        future = self.scheduler.submit(request_id_var.get(), WorkItem(job, voice, extender), batch_key=voice.name)
-        return await future
+        work = WorkItem(job, voice, extender)
+        # Work time grows with the text (tokens to decode), so its length is the job's cost.
+        ticket = self.scheduler.enqueue(request_id_var.get(), work, batch_key=voice.name, cost=len(job.text))
+        try:
+            return await ticket.future
+        except asyncio.CancelledError:  # the caller gave up (its client went away): free the worker
+            self.scheduler.withdraw(ticket)
+            raise
 
     def cancel(self, request_id: str | None) -> int:
         return self.scheduler.cancel(request_id) if self.scheduler is not None else 0

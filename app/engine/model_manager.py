@@ -29,7 +29,7 @@ import torch
 
 from app.engine.checkpoints import CheckpointError
 from app.engine.decoders import Vocoder
-from app.engine.errors import Conflict, InvalidRequest
+from app.engine.errors import Conflict, EngineError, InvalidRequest
 from app.engine.loading import (
     LoadedSovits,
     load_bandwidth_extender,
@@ -88,6 +88,7 @@ class ModelManager:
         self._loader = ThreadPoolExecutor(1, "model-loader", initializer=self._mark_loader_thread)
         self.current_gpt: GptChoice | None = None
         self.current_sovits: SovitsChoice | None = None
+        self._load_failures: dict[tuple[str, str], str] = {}  # (gpt, sovits) -> why its voice failed
 
     def close(self) -> None:
         self._loader.shutdown(wait=False, cancel_futures=True)
@@ -194,6 +195,16 @@ class ModelManager:
         self.registry.resolve_sovits(sovits)
         return gpt, sovits
 
+    def problems(self) -> list[str]:
+        """Why the current models cannot serve (for readiness; cheap: no model is loaded here)."""
+        try:
+            gpt, sovits = self.chosen(None, None)
+            self.inspect_sovits(sovits)
+        except EngineError as exc:
+            return [exc.message]
+        failure = self._load_failures.get((gpt, sovits))
+        return [f"the current models ({gpt} + {sovits}) failed to load: {failure}"] if failure else []
+
     # ---------------------------------------------------------------- builders (loader thread)
     def _drop_voices(self, position: int, name: str) -> None:
         """After a model is evicted: drop the voices built on it, then give its memory back."""
@@ -227,12 +238,13 @@ class ModelManager:
         return self._shared, vocoder
 
     def _build_voice(self, key: tuple[str, str]) -> Voice:
-        """THE voice builder (runs on the loader thread, through the voice cache)."""
+        """THE voice builder (runs on the loader thread, through the voice cache). A failure is
+        remembered for readiness until the same pair loads."""
         gpt_name, sovits_name = key
-        loaded = self._sovits.get(sovits_name)
-        shared, vocoder = self._voice_parts(loaded)
         try:
-            return Voice(
+            loaded = self._sovits.get(sovits_name)
+            shared, vocoder = self._voice_parts(loaded)
+            voice = Voice(
                 self._gpt.get(gpt_name),
                 loaded.model,
                 shared,
@@ -243,7 +255,13 @@ class ModelManager:
                 name=f"{gpt_name}+{sovits_name}",
             )
         except VoiceLoadError as exc:
+            self._load_failures[key] = str(exc)
             raise InvalidRequest(str(exc), code="incompatible_weights") from None
+        except EngineError as exc:
+            self._load_failures[key] = exc.message
+            raise
+        self._load_failures.pop(key, None)
+        return voice
 
     def _loaded_bandwidth_extender(self) -> BandwidthExtender:
         if self._bandwidth_extender is None:

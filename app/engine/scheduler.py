@@ -2,7 +2,8 @@
 
 Requests arrive on the event loop; synthesis is CPU/GPU-bound PyTorch work, so it runs on a worker
 thread and the request awaits a future. The queue is bounded: when it is full the caller gets
-``QueueFull`` (HTTP 429 with Retry-After) instead of waiting forever.
+``QueueFull`` (HTTP 429 with Retry-After: the queue's drain time at the recent pace) instead of
+waiting forever.
 
 Batching shape: the worker takes a *batch* of tickets at a time (``_take_batch``): the first ticket
 and whatever queued tickets share its ``batch_key``, up to ``max_batch``. The runner receives the
@@ -11,7 +12,8 @@ touching the queue. Today's runner runs them one after another.
 
 Cancellation (``/stop``): each ticket has an event; the runner polls ``ticket.should_stop`` once per
 decode step. Cancelling a queued ticket answers it at once; cancelling a running one ends it within a
-step. Either way the request gets ``Cancelled`` and the worker keeps serving.
+step. Either way the request gets ``Cancelled`` and the worker keeps serving. A request whose client
+went away is withdrawn the same way (``withdraw``), so abandoned work does not occupy the worker.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import logging
+import math
 import threading
 import time
 from collections.abc import Callable, Hashable, Sequence
@@ -43,7 +46,9 @@ class Ticket:
     batch_key: Hashable
     loop: asyncio.AbstractEventLoop
     future: asyncio.Future
+    cost: float = 1.0
     enqueued_at: float = field(default_factory=time.monotonic)
+    started_at: float | None = None
     _cancel: threading.Event = field(default_factory=threading.Event)
 
     def should_stop(self) -> bool:
@@ -79,14 +84,19 @@ class Scheduler:
         self._running: list[Ticket] = []
         self._cond = threading.Condition()
         self._closed = False
-        self._recent_seconds: collections.deque[float] = collections.deque(maxlen=20)
+        self._recent_work: collections.deque[tuple[float, float]] = collections.deque(maxlen=20)  # (s, cost)
         self._thread = threading.Thread(target=self._work, name=f"{name}-worker", daemon=True)
         self._thread.start()
 
     # ---------------------------------------------------------------- event-loop side
-    def submit(self, request_id: str, job: Any, batch_key: Hashable = None) -> asyncio.Future:
+    def submit(self, request_id: str, job: Any, batch_key: Hashable = None, cost: float = 1.0) -> asyncio.Future:
+        return self.enqueue(request_id, job, batch_key, cost).future
+
+    def enqueue(self, request_id: str, job: Any, batch_key: Hashable = None, cost: float = 1.0) -> Ticket:
+        """Queue a job; the ticket's future answers it. ``withdraw(ticket)`` abandons it. ``cost``: the
+        job's size in any unit that work time is roughly proportional to (the engine: text length)."""
         loop = asyncio.get_running_loop()
-        ticket = Ticket(request_id, job, batch_key, loop, loop.create_future())
+        ticket = Ticket(request_id, job, batch_key, loop, loop.create_future(), cost=max(cost, 1e-6))
         with self._cond:
             if self._closed:
                 raise QueueFull(retry_after_s=5)
@@ -95,7 +105,25 @@ class Scheduler:
             self._queue.append(ticket)
             self._cond.notify()
         log.info("queued synthesis (queue length %d)", len(self._queue))
-        return ticket.future
+        return ticket
+
+    def withdraw(self, ticket: Ticket) -> bool:
+        """The caller gave up (its client went away): drop the ticket if it is still queued, or stop
+        it at the next decode step if it is running. True if there was work to stop."""
+        with self._cond:
+            queued = ticket in self._queue
+            if queued:
+                self._queue.remove(ticket)
+            running = ticket in self._running
+        if queued or running:
+            ticket.cancel()
+            ticket.resolve(error=Cancelled("the client went away"))
+            log.info("client went away: %s synthesis cancelled", "queued" if queued else "running")
+        return queued or running
+
+    def alive(self) -> bool:
+        """The worker thread is running (readiness)."""
+        return self._thread.is_alive() and not self._closed
 
     def cancel(self, request_id: str | None = None) -> int:
         """Cancel the matching queued and running tickets (all of them without an id)."""
@@ -126,8 +154,19 @@ class Scheduler:
 
     # ---------------------------------------------------------------- worker side
     def _retry_after(self) -> int:
-        typical = sorted(self._recent_seconds)[len(self._recent_seconds) // 2] if self._recent_seconds else 5.0
-        return max(1, int(typical * (len(self._queue) + 1) / max(1, self._max_batch)))
+        """Seconds until the queue has drained at the recent pace: the queued work (sum of costs)
+        x recent seconds per unit of cost / requests served at once. Weighing by cost keeps a burst of
+        short requests after a few long ones from being told to wait for minutes. Without history,
+        the running request's age is the best guess available."""
+        queued = sum(t.cost for t in self._queue)
+        if self._recent_work:
+            seconds = sum(s for s, _ in self._recent_work)
+            cost = sum(c for _, c in self._recent_work)
+            estimate = queued * seconds / cost
+        else:
+            ages = [time.monotonic() - t.started_at for t in self._running if t.started_at is not None]
+            estimate = len(self._queue) * max([1.0, *ages])
+        return max(1, math.ceil(estimate / max(1, self._max_batch)))
 
     def _take_batch(self) -> list[Ticket]:
         """Block for the next ticket, then add queued tickets with the same batch key."""
@@ -144,6 +183,9 @@ class Scheduler:
                 if ticket.batch_key == first.batch_key and first.batch_key is not None:
                     self._queue.remove(ticket)
                     batch.append(ticket)
+            now = time.monotonic()
+            for ticket in batch:
+                ticket.started_at = now
             self._running = batch
             return batch
 
@@ -164,4 +206,5 @@ class Scheduler:
                 request_id_var.reset(token)
                 with self._cond:
                     self._running = []
-                self._recent_seconds.append(time.monotonic() - started)
+                # Seconds and cost of each batch: the pace Retry-After is estimated from.
+                self._recent_work.append((time.monotonic() - started, sum(t.cost for t in batch)))

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+import asyncio
+from collections.abc import Awaitable
+from typing import Annotated, TypeVar
 
 from fastapi import APIRouter, File, Form, Request, UploadFile
 from fastapi.responses import Response
@@ -18,10 +20,32 @@ from app.schemas.errors import error_responses
 from app.schemas.inference import InferenceParams, StopRequest, StopResponse
 
 router = APIRouter(tags=["synthesis"])
+T = TypeVar("T")
 
 class UnsupportedAudio(ServiceError):
     status_code = 415
     code = "unsupported_audio"
+
+
+class ClientClosedRequest(ServiceError):
+    status_code = 499  # nginx's code: nobody reads the answer, but the request log says what happened
+    code = "client_closed_request"
+
+
+async def while_connected(request: Request, work: Awaitable[T], poll_s: float = 0.25) -> T:
+    """Await ``work`` unless the client disconnects first: then cancel it. The cancellation reaches
+    the engine, which withdraws the synthesis from the queue or stops it at the next decode step."""
+    task = asyncio.ensure_future(work)
+    try:
+        while True:
+            done, _ = await asyncio.wait({task}, timeout=poll_s)
+            if done:
+                return task.result()
+            if await request.is_disconnected():
+                task.cancel()
+                raise ClientClosedRequest("the client closed the connection; its synthesis was cancelled")
+    finally:
+        task.cancel()  # no-op when finished; stops the work when this handler itself is cancelled
 
 
 async def _read_clip(settings, source: UploadFile | str, field: str) -> ReferenceAudio:
@@ -76,7 +100,7 @@ async def inference(
         aux_ref_audios=[await _read_clip(settings, clip, "aux_ref_audio_paths") for clip in aux_ref_audio_paths],
         **params.model_dump(exclude={"gpt_weights", "sovits_weights"}),
     )
-    result = await engine.synthesize(job, params.gpt_weights, params.sovits_weights)
+    result = await while_connected(request, engine.synthesize(job, params.gpt_weights, params.sovits_weights))
     return Response(
         content=encode_wav(result.audio, result.sample_rate),
         media_type="audio/wav",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import os
 import threading
 import time
 
@@ -254,3 +255,59 @@ def test_switching_weights_mid_request_neither_crashes_nor_mixes_models(server, 
     assert undisturbed.status_code == switched.status_code == out["r"].status_code == after.status_code == 200
     assert out["r"].content == undisturbed.content  # the whole request used the models it started with
     assert after.content != undisturbed.content  # later requests use the new current model
+
+
+def test_readyz_follows_the_worker_and_the_current_models(server, demo_root, tmp_path):
+    with server() as client:
+        assert client.get("/readyz").status_code == 200
+        client.app.state.engine.scheduler.close()  # the worker thread ends
+        r = client.get("/readyz")
+    assert r.status_code == 503 and "worker is not running" in " ".join(r.json()["problems"])
+
+    # A copy of the demo weights whose shared models (HuBERT) are gone: the first synthesis fails
+    # to load the voice, and readiness says so until it loads.
+    import shutil
+
+    broken = tmp_path / "weights"
+    shutil.copytree(demo_root, broken, copy_function=os.link)
+    hubert = next(broken.rglob("chinese-hubert-base"))
+    shutil.rmtree(hubert)
+    with TestClient(create_app(Settings(weights_root=broken)), raise_server_exceptions=False) as client:
+        assert client.get("/readyz").status_code == 200  # nothing tried yet: the files look fine
+        assert post(client).status_code == 503
+        r = client.get("/readyz")
+    assert r.status_code == 503 and "failed to load" in " ".join(r.json()["problems"])
+
+
+def test_an_abandoned_request_stops_its_synthesis(demo_root, names, caplog):
+    """A client that gives up after 1 s must not keep the worker busy (it cost 9 s before)."""
+    import httpx
+    import uvicorn
+
+    app = create_app(Settings(weights_root=demo_root))
+    config = uvicorn.Config(app, host="127.0.0.1", port=0, log_config=None, access_log=False)
+    served = uvicorn.Server(config)
+    thread = threading.Thread(target=served.run, daemon=True)
+    thread.start()
+    try:
+        while not served.started:
+            time.sleep(0.05)
+        port = served.servers[0].sockets[0].getsockname()[1]
+        pick = {"gpt_weights": V2_GPT, "sovits_weights": sovits_name(names, "v2")}
+        ref = {"ref_audio_path": ("ref.wav", REF, "audio/wav")}
+        warm = httpx.post(f"http://127.0.0.1:{port}/inference", data=form(**pick), files=ref, timeout=120)
+        assert warm.status_code == 200  # the voice is loaded: the long request goes straight to the worker
+        data = form(text=QUEUE_TEXT, text_split_method="cut3", batch_size=1, **pick)
+        with caplog.at_level("INFO"), pytest.raises(httpx.ReadTimeout):
+            httpx.post(f"http://127.0.0.1:{port}/inference", data=data, files=ref, timeout=1.0)
+        gave_up = time.monotonic()
+        scheduler = app.state.engine.scheduler
+        while scheduler.pending() != (0, 0) and time.monotonic() - gave_up < 30:
+            time.sleep(0.05)
+        idle_after = time.monotonic() - gave_up
+    finally:
+        served.should_exit = True
+        thread.join(30)
+    # QUEUE_TEXT takes minutes to synthesise; the worker is free within a poll and a decode step.
+    assert idle_after < 5, idle_after
+    assert any("client went away" in r.getMessage() for r in caplog.records)

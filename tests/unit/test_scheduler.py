@@ -166,3 +166,102 @@ def test_queued_tickets_with_the_same_key_are_taken_as_one_batch():
 
     assert asyncio.run(main()) == [0, 2, 4, 6, 8]
     assert seen == [[0], [1, 2, 3], [4]]
+
+
+def _sleeping_runner(seconds_per_cost: float):
+    """Each ticket takes ``cost`` x ``seconds_per_cost`` (its job is its cost), in polled steps."""
+
+    def run(batch):
+        for ticket in batch:
+            deadline = time.monotonic() + ticket.job * seconds_per_cost
+            while time.monotonic() < deadline:
+                if ticket.should_stop():
+                    ticket.resolve(error=SynthesisCancelled("stopped"))
+                    break
+                time.sleep(0.005)
+            else:
+                ticket.resolve(ticket.job)
+
+    return run
+
+
+def test_retry_after_follows_the_queue_drain_time_after_long_requests():
+    """A burst of short requests after a few long ones: the hint must be near the real drain time
+    (it was minutes for a queue that drained in seconds when the pace ignored request size)."""
+
+    async def main():
+        scheduler = Scheduler(_sleeping_runner(0.01), max_queue=6)
+        try:
+            for i in range(3):  # history: long requests (cost 100 -> 1 s each)
+                await scheduler.submit(f"long{i}", 100, cost=100)
+            running = scheduler.submit("run", 5, cost=5)
+            await asyncio.sleep(0.02)  # the worker takes it
+            queued = [scheduler.submit(f"q{i}", 5, cost=5) for i in range(6)]  # 0.05 s each
+            with pytest.raises(QueueFull) as info:
+                scheduler.submit("refused", 5, cost=5)
+            began = time.monotonic()
+            await asyncio.gather(running, *queued)
+            return info.value.retry_after_s, time.monotonic() - began
+        finally:
+            scheduler.close()
+
+    hint, drain = asyncio.run(main())
+    assert 1 <= hint <= max(1.0, 3 * drain), (hint, drain)
+
+
+def test_retry_after_counts_the_whole_queue():
+    async def main():
+        scheduler = Scheduler(_sleeping_runner(0.1), max_queue=3)
+        try:
+            await scheduler.submit("warm", 5, cost=5)  # 0.5 s per 5
+            running = scheduler.submit("run", 5, cost=5)
+            await asyncio.sleep(0.02)
+            queued = [scheduler.submit(f"q{i}", 5, cost=5) for i in range(3)]
+            with pytest.raises(QueueFull) as info:
+                scheduler.submit("refused", 5, cost=5)
+            began = time.monotonic()
+            await asyncio.gather(running, *queued)
+            return info.value.retry_after_s, time.monotonic() - began
+        finally:
+            scheduler.close()
+
+    hint, drain = asyncio.run(main())
+    assert drain / 2 <= hint <= 3 * drain, (hint, drain)  # 1.5 s of queued work: hint 2
+
+
+def test_withdrawn_tickets_leave_the_queue_and_stop_running():
+    gate = threading.Event()
+
+    async def main():
+        scheduler = Scheduler(make_runner(step_s=0.05, steps=200, gate=gate), max_queue=4)
+        try:
+            running = scheduler.enqueue("a", 1)
+            await asyncio.sleep(0.05)
+            waiting = scheduler.enqueue("b", 2)
+            assert scheduler.withdraw(waiting) and scheduler.pending() == (0, 1)
+            gate.set()
+            await asyncio.sleep(0.1)
+            began = time.monotonic()
+            assert scheduler.withdraw(running)
+            while scheduler.pending() != (0, 0):
+                await asyncio.sleep(0.01)
+            stopped_in = time.monotonic() - began
+            assert not scheduler.withdraw(running)  # nothing left to stop
+            follow_up = await scheduler.submit("c", 3)
+            return stopped_in, follow_up, running.future, waiting.future
+        finally:
+            scheduler.close()
+
+    stopped_in, follow_up, *futures = asyncio.run(main())
+    assert stopped_in < 0.5 and follow_up == 6  # within a step or two, and the worker keeps serving
+    assert all(isinstance(f.exception(), SynthesisCancelled) for f in futures)
+
+
+def test_alive_reports_the_worker_thread():
+    async def main():
+        scheduler = Scheduler(make_runner(), max_queue=2)
+        assert scheduler.alive()
+        scheduler.close()
+        return scheduler.alive()
+
+    assert asyncio.run(main()) is False

@@ -45,14 +45,18 @@ _MORA_FINAL_PHONES = frozenset(["a", "e", "i", "o", "u", "A", "E", "I", "O", "U"
 
 _DEVOICED_VOWELS = frozenset("AEIOU")
 
-# Pieces of an OpenJTalk full-context label (HTS format "p1^p2-p3+p4=p5/A:a1+a2+a3/.../F:f1_...").
-_CURRENT_PHONE = re.compile(r"-(.+?)\+")
-_ACCENT_DISTANCE = re.compile(r"/A:([0-9\-]+)\+")  # a1: mora position relative to the accent nucleus
-_MORA_FORWARD = re.compile(r"\+(\d+)\+")  # a2: mora position in the accent phrase, from the front
-_MORA_BACKWARD = re.compile(r"\+(\d+)/")  # a3: mora position in the accent phrase, from the back
-_PHRASE_MORAE = re.compile(r"/F:(\d+)_")  # f1: number of morae in the accent phrase
-_IS_QUESTION = re.compile(r"!(\d+)_")  # e3: 1 when the utterance ends as a question
+# What JPCommon (OpenJTalk's label maker) does with an NJD word's pronunciation, see _phone_fields.
+_LONG_VOWEL = "ー"  # repeats the previous phone as a new mora
+_UNVOICE = "’"  # devoices the previous vowel
+_PAUSE_WORDS = frozenset(["、", "？", "！"])  # a whole pronunciation: a pause before the next mora
+_QUESTION = "？"
+_UNVOICED = {"a": "A", "i": "I", "u": "U", "e": "E", "o": "O"}
+_LABEL_LIMIT = 49  # label fields are clipped to 1..49 (-49..49 for the accent distance)
 _MISSING = -50  # value used when a feature is "xx" (not defined for this label)
+
+# A phone's label fields: accent distance (a1), mora position from the front (a2) and from the back
+# (a3) of its accent phrase, morae in the phrase (f1). Pauses and silences have none.
+_NO_FIELDS = (_MISSING, _MISSING, _MISSING, _MISSING)
 
 
 def normalize(text: str) -> str:
@@ -89,46 +93,134 @@ def _openjtalk() -> ModuleType:
     return pyopenjtalk
 
 
-def _feature(pattern: re.Pattern[str], label: str) -> int:
-    match = pattern.search(label)
-    return int(match.group(1)) if match else _MISSING
+def _clip(value: int, low: int = 1, high: int = _LABEL_LIMIT) -> int:
+    return min(max(value, low), high)
+
+
+@cache
+def _mora_table() -> dict[str, tuple[str, ...]]:
+    """OpenJTalk's katakana mora -> phones table, read from OpenJTalk itself.
+
+    Its morae are one katakana, or one followed by a small kana; each is probed alone.
+    """
+    openjtalk = _openjtalk()
+    template = openjtalk.run_frontend("ア")[0]
+    kana = [chr(code) for code in range(0x30A1, 0x30FB)]
+    table: dict[str, tuple[str, ...]] = {}
+    for mora in kana + [first + small for first in kana for small in "ァィゥェォャュョヮ"]:
+        labels = openjtalk.make_label(
+            [{**template, "string": mora, "pron": mora, "acc": 0, "chain_flag": -1}]
+        )
+        fields = [
+            (label.split("-", 1)[1].split("+", 1)[0], label.split("/A:", 1)[1].split("/", 1)[0])
+            for label in labels[1:-1]
+        ]
+        if fields and all(field == fields[0][1] for _, field in fields):  # a single mora
+            table[mora] = tuple(phone for phone, _ in fields)
+    return table
+
+
+def _phone_fields(features: list[dict]) -> tuple[list[tuple[str, tuple[int, int, int, int]]], bool]:
+    """Phones of NJD words with the accent-phrase fields of their full-context labels, and whether
+    the utterance ends as a question; what OpenJTalk's make_label would give, in linear time.
+
+    make_label counts positions by walking the whole utterance for every phone: quadratic, seconds
+    for a few thousand kana. The fields read here depend only on the accent phrase, so they are
+    computed while following JPCommonLabel_push_word's rules: a pronunciation "、"/"？"/"！" puts a
+    pause before the next mora ("？" also marks the phrase); "ー" repeats the previous phone as a
+    mora of the previous word (dropped at the start or after a pause); "’" devoices the previous
+    vowel within a word; an unknown mora ends the word. A word starts an accent phrase unless
+    chain_flag is 1 (the first word always does); a phrase takes the accent of its first word.
+    """
+    table = _mora_table()
+    phones: list[str] = []
+    phone_mora: list[int] = []  # -1 for a pause
+    mora_phrase: list[int] = []
+    phrase_accent: list[int] = []
+    phrase_question: list[bool] = []
+    pause = False
+    for feature in features:
+        pron = feature["pron"]
+        if pron in _PAUSE_WORDS:
+            if pron == _QUESTION and phones:
+                phrase_question[mora_phrase[phone_mora[-1]]] = True
+            pause = True
+            continue
+        word_morae: list[int] = []
+        i = 0
+        while i < len(pron):
+            if pron[i] == _LONG_VOWEL:
+                if phones and not pause:
+                    phones.append(phones[-1])
+                    phone_mora.append(len(mora_phrase))
+                    if word_morae:
+                        word_morae.append(len(mora_phrase))
+                        mora_phrase.append(-1)  # phrase set below
+                    else:
+                        mora_phrase.append(len(phrase_accent) - 1)
+                i += 1
+            elif pron[i] == _UNVOICE:
+                if word_morae:
+                    phones[-1] = _UNVOICED.get(phones[-1], phones[-1])
+                i += 1
+            else:
+                mora = pron[i : i + 2] if pron[i : i + 2] in table else pron[i]
+                if mora not in table:
+                    break
+                if pause and phones:
+                    phones.append("pau")
+                    phone_mora.append(-1)
+                pause = False
+                for phone in table[mora]:
+                    phones.append(phone)
+                    phone_mora.append(len(mora_phrase))
+                word_morae.append(len(mora_phrase))
+                mora_phrase.append(-1)
+                i += len(mora)
+        if not word_morae:
+            continue
+        if not phrase_accent or feature["chain_flag"] != 1:
+            phrase_accent.append(feature["acc"])
+            phrase_question.append(False)
+        for mora in word_morae:
+            mora_phrase[mora] = len(phrase_accent) - 1
+
+    phrase_morae = [0] * len(phrase_accent)
+    mora_index = []
+    for phrase in mora_phrase:
+        phrase_morae[phrase] += 1
+        mora_index.append(phrase_morae[phrase])
+    out = []
+    for phone, mora in zip(phones, phone_mora, strict=True):
+        if mora < 0:
+            out.append((phone, _NO_FIELDS))
+            continue
+        phrase = mora_phrase[mora]
+        index, count, accent = mora_index[mora], phrase_morae[phrase], phrase_accent[phrase]
+        nucleus = accent if accent != 0 else count
+        fields = (_clip(index - nucleus, -_LABEL_LIMIT), _clip(index), _clip(count - index + 1), _clip(count))
+        out.append((phone, fields))
+    question = bool(phones) and phrase_question[mora_phrase[phone_mora[-1]]]
+    return out, question
 
 
 def _prosody_phones(text: str) -> list[str]:
-    """Phones with accent marks from OpenJTalk's labels (the ESPnet/r9y9 "prosody" scheme).
+    """Phones with accent marks from OpenJTalk's label fields (the ESPnet/r9y9 "prosody" scheme).
 
     Returns the sequence including the leading "^" and the trailing "$"/"?".
     """
-    openjtalk = _openjtalk()
-    labels = openjtalk.make_label(openjtalk.run_frontend(text))
-    phones: list[str] = []
-    for index, label in enumerate(labels):
-        phone = _CURRENT_PHONE.search(label).group(1)
+    fields, question = _phone_fields(_openjtalk().run_frontend(text))
+    if not fields:
+        return []
+    phones: list[str] = ["^"]
+    for index, (phone, (accent_distance, mora_forward, mora_backward, phrase_morae)) in enumerate(fields):
         if phone in _DEVOICED_VOWELS:  # devoiced vowels are treated as ordinary vowels
             phone = phone.lower()
-
-        if phone == "sil":
-            if index == 0:
-                phones.append("^")
-            elif index == len(labels) - 1:
-                question = _feature(_IS_QUESTION, label)
-                # Upstream appends nothing for any other value; the caller then drops the last real
-                # phone with its [1:-1] slice. Reproduced as is.
-                if question == 0:
-                    phones.append("$")
-                elif question == 1:
-                    phones.append("?")
-            continue
         if phone == "pau":
             phones.append("_")
             continue
         phones.append(phone)
-
-        accent_distance = _feature(_ACCENT_DISTANCE, label)
-        mora_forward = _feature(_MORA_FORWARD, label)
-        mora_backward = _feature(_MORA_BACKWARD, label)
-        phrase_morae = _feature(_PHRASE_MORAE, label)
-        next_mora_forward = _feature(_MORA_FORWARD, labels[index + 1])
+        next_mora_forward = fields[index + 1][1][1] if index + 1 < len(fields) else _MISSING
 
         if mora_backward == 1 and next_mora_forward == 1 and phone in _MORA_FINAL_PHONES:
             phones.append("#")  # last mora of an accent phrase, the next phrase starts
@@ -136,4 +228,5 @@ def _prosody_phones(text: str) -> list[str]:
             phones.append("]")  # pitch falls after the accent nucleus
         elif mora_forward == 1 and next_mora_forward == 2:
             phones.append("[")  # pitch rises after the first mora
+    phones.append("?" if question else "$")
     return phones

@@ -55,26 +55,33 @@ _UNIT_ALTERNATION = "m|km|km/h|ft|L|tbsp|tsp|h|min|s|°C|°F"
 # Superscripts allowed after an arithmetic operand ("x²", "2ⁿ").
 _SUPERSCRIPTS = "⁰¹²³⁴⁵⁶⁷⁸⁹ˣʸⁿ"
 _OPERAND = rf"-?\d+(?:\.\d+)?[{_SUPERSCRIPTS}]*|\.\d+[{_SUPERSCRIPTS}]*|[A-Za-z][{_SUPERSCRIPTS}]*"
-_ARITHMETIC_RE = re.compile(rf"(?P<left>{_OPERAND})\s+(?P<op>[+\-×÷=])\s+(?P<right>{_OPERAND})")
+# Linear time: several patterns below start a number with a lookbehind that rejects a start inside a
+# run of the characters the number is made of. A leftmost match never starts there (it would already
+# have matched one character earlier, and no earlier match ends inside such a run, since each ends
+# with a greedy run or a non-run character), so substitutions are unchanged; without the lookbehind
+# every position of a long run is retried, quadratic (cubic for the money patterns).
+_LEFT_OPERAND = _OPERAND.replace("-?", "-?(?<!\\d)", 1)
+_ARITHMETIC_RE = re.compile(rf"(?P<left>{_LEFT_OPERAND})\s+(?P<op>[+\-×÷=])\s+(?P<right>{_OPERAND})")
 # "=" reads as "Equals" with a capital E in upstream; the capital survives into the normalised text.
 _OPERATOR_WORDS = {"+": " plus ", "-": " minus ", "×": " times ", "÷": " divided by ", "=": " Equals "}
 
 # A minus sign at the start or after whitespace. The whitespace is part of the match and is NOT put
 # back (upstream quirk), so "from -5" becomes "fromnegative 5".
-_NEGATIVE_RE = re.compile(r"(?:^|\s+)-(\d+)")
+_NEGATIVE_RE = re.compile(r"(?:^|(?<!\s)\s+)-(\d+)")
 
 _LIST_NUMBER_RE = re.compile(r"\b([0-9]+)\. ")  # "1. item" -> "1st, item"
 _GROUPED_NUMBER_RE = re.compile(r"([0-9][0-9,]+[0-9])")  # "12,000" -> "12000"
 _CLOCK_RE = re.compile(r"\b([01]?[0-9]|2[0-3]):([0-5][0-9])\b")
 _MEASUREMENT_RE = re.compile(rf"\b([0-9]+(\.[0-9]+)?({_UNIT_ALTERNATION}))\b")
 _POUNDS_BEFORE_RE = re.compile(r"£([0-9.,]*[0-9]+)")
-_POUNDS_AFTER_RE = re.compile(r"([0-9.,]*[0-9]+)£")
+# "[0-9.,]*[0-9]+" matches what "[0-9.,]*[0-9]" does; the latter backtracks in linear time.
+_POUNDS_AFTER_RE = re.compile(r"(?<![0-9.,])([0-9.,]*[0-9])£")
 _DOLLARS_BEFORE_RE = re.compile(r"\$([0-9.,]*[0-9]+)")
 # Upstream's class also admits "(" here (a typo in the reference, kept for identical output).
-_DOLLARS_AFTER_RE = re.compile(r"([(0-9.,]*[0-9]+)\$")
-_DECIMAL_RE = re.compile(r"([0-9]+\.\s*[0-9]+)")
-_FRACTION_RE = re.compile(r"([0-9]+/[0-9]+)")
-_ORDINAL_RE = re.compile(r"[0-9]+(st|nd|rd|th)")
+_DOLLARS_AFTER_RE = re.compile(r"(?<![(0-9.,])([(0-9.,]*[0-9])\$")
+_DECIMAL_RE = re.compile(r"(?<![0-9])([0-9]+\.\s*[0-9]+)")
+_FRACTION_RE = re.compile(r"(?<![0-9])([0-9]+/[0-9]+)")
+_ORDINAL_RE = re.compile(r"(?<![0-9])[0-9]+(st|nd|rd|th)")
 _INTEGER_RE = re.compile(r"[0-9]+")
 
 _NOT_READABLE_RE = re.compile(r"[^ A-Za-z'.,?!\-]")

@@ -46,6 +46,11 @@ _clauses = split_clauses  # the Cantonese frontend imports the old private name
 # --- 2. number-related rules -----------------------------------------------------------------------
 
 _NUM = r"\d+(?:\.\d+)?"
+# Linear time: patterns that start with a number reject a start right after a digit, (?<!\d). A
+# leftmost match never starts there: it would have matched one digit earlier, and no earlier match of
+# the same pattern ends between two digits (each ends with a greedy digit run or a non-digit), so the
+# substitutions are unchanged. Without it every position of a long digit run is retried: quadratic.
+_NOT_AFTER_DIGIT = r"(?<!\d)"
 
 
 def _signed(sign: str, negative_word: str = "负") -> str:
@@ -110,10 +115,12 @@ def _time_range(m: re.Match[str]) -> str:
 # "~" between two measurements with units reads 至 (the units are handled by the next rules).
 _UNITS_FOR_TO_RANGE = r"(?:%|°C|℃|度|摄氏度|cm2|cm²|cm3|cm³|cm|db|ds|kg|km|m2|m²|m³|m3|ml|m|mm|s)"
 _VALUE = r"(?:-?\d+(?:\.\d+)?|\.\d+)"
-_TO_RANGE = re.compile(_VALUE + _UNITS_FOR_TO_RANGE + "~" + _VALUE + _UNITS_FOR_TO_RANGE)
+# A match can end with a digit here ("m2", "cm3"), so a start right after those stays allowed.
+_FIRST_VALUE = r"(?:-?(?:(?<!\d)|(?<=m[23]))\d+(?:\.\d+)?|\.\d+)"
+_TO_RANGE = re.compile(_FIRST_VALUE + _UNITS_FOR_TO_RANGE + "~" + _VALUE + _UNITS_FOR_TO_RANGE)
 
 # Temperatures: a minus sign reads 零下 ("below zero") rather than 负.
-_TEMPERATURE = re.compile(r"(-?)(" + _NUM + r")(°C|℃|度|摄氏度)")
+_TEMPERATURE = re.compile(r"(-?)" + _NOT_AFTER_DIGIT + "(" + _NUM + r")(°C|℃|度|摄氏度)")
 
 
 def _temperature(m: re.Match[str]) -> str:
@@ -145,7 +152,8 @@ def _spell_units(clause: str) -> str:
 # read their hyphen as 减 (minus); only "3~5" reaches the range rule.
 _SUPERSCRIPTS = "⁰¹²³⁴⁵⁶⁷⁸⁹ˣʸⁿ"
 _OPERAND = rf"(?:-?\d+(?:\.\d+)?[{_SUPERSCRIPTS}]*|\.\d+[{_SUPERSCRIPTS}]*|[A-Za-z][{_SUPERSCRIPTS}]*)"
-_ARITHMETIC = re.compile(rf"({_OPERAND})([+\-×÷=])({_OPERAND})")
+_LEFT_OPERAND = _OPERAND.replace("-?", "-?" + _NOT_AFTER_DIGIT, 1)
+_ARITHMETIC = re.compile(rf"({_LEFT_OPERAND})([+\-×÷=])({_OPERAND})")
 _OPERATOR_WORDS = {"+": "加", "-": "减", "×": "乘", "÷": "除", "=": "等于"}
 
 
@@ -163,7 +171,7 @@ def _power(m: re.Match[str]) -> str:
     return "的" + m.group(0).translate(_SUPERSCRIPT_TO_PLAIN) + "次方"
 
 
-_FRACTION = re.compile(r"(-?)(\d+)/(\d+)")
+_FRACTION = re.compile(r"(-?)" + _NOT_AFTER_DIGIT + r"(\d+)/(\d+)")
 
 
 def _fraction(m: re.Match[str]) -> str:
@@ -171,7 +179,7 @@ def _fraction(m: re.Match[str]) -> str:
     return f"{_signed(sign)}{read_number(denominator)}分之{read_number(numerator)}"
 
 
-_PERCENT = re.compile(r"(-?)(" + _NUM + ")%")
+_PERCENT = re.compile(r"(-?)" + _NOT_AFTER_DIGIT + "(" + _NUM + ")%")
 
 
 def _percent(m: re.Match[str]) -> str:
@@ -210,7 +218,7 @@ def _negative(m: re.Match[str]) -> str:
 
 
 # Version-like numbers with three or more parts: 1.2.3 -> 一点二点三 (every digit read singly).
-_VERSION = re.compile(r"\d+(?:\.\d+){2,}")
+_VERSION = re.compile(_NOT_AFTER_DIGIT + r"\d+(?:\.\d+){2,}")
 
 
 def _version(m: re.Match[str]) -> str:
@@ -236,9 +244,8 @@ _SINGLE_CHAR_MEASURE_WORDS = (
     "刻时周天秒旬纪岁世更夜春夏秋冬代伏辈丸泡粒幢堆根道面片块元亿万千百吨角毛"
 )
 _MULTI_CHAR_MEASURE_WORDS = ("微克", "微米", "公分", "小时", "美元", "十吨")
-_COUNTED = re.compile(
-    r"(\d+)([多余几+])?(?=[" + _SINGLE_CHAR_MEASURE_WORDS + "]|" + "|".join(_MULTI_CHAR_MEASURE_WORDS) + ")"
-)
+_MEASURE_WORD = "[" + _SINGLE_CHAR_MEASURE_WORDS + "]|" + "|".join(_MULTI_CHAR_MEASURE_WORDS)
+_COUNTED = re.compile(_NOT_AFTER_DIGIT + r"(\d+)([多余几+])?(?=" + _MEASURE_WORD + ")")
 
 
 def _counted(m: re.Match[str]) -> str:
@@ -255,7 +262,7 @@ def _digit_string(m: re.Match[str]) -> str:
     return read_digits(m.group(0), one_as_yao=True)
 
 
-_DECIMAL = re.compile(r"(-?)(\d+\.\d+)|(\.\d+)")
+_DECIMAL = re.compile(r"(-?)" + _NOT_AFTER_DIGIT + r"(\d+\.\d+)|(\.\d+)")
 
 # Order matters: dates before times before ranges before plain numbers, and so on.
 _RULES_BEFORE_UNITS: tuple[Rule, ...] = (

@@ -10,6 +10,7 @@ DIGIT_NAMES = "零一二三四五六七八九"
 # Powers of ten that have their own character, largest first. Larger numbers are built recursively,
 # e.g. 10^9 = 十亿: the part above a unit is itself read as a number.
 _NAMED_POWERS = ((8, "亿"), (4, "万"), (3, "千"), (2, "百"), (1, "十"))
+_YI = 8
 
 
 def read_digits(digits: str, one_as_yao: bool = False) -> str:
@@ -39,7 +40,14 @@ def read_cardinal(digits: str) -> str:
     digits = digits.lstrip("0")
     if not digits:
         return DIGIT_NAMES[0]
-    parts = _cardinal_parts(digits)
+    # Above 亿 the recursion only ever splits off the last eight digits, so read the head, then each
+    # eight-digit group after a 亿: the same parts, without recursion one level per eight digits
+    # (a RecursionError past ~8,000 digits, where upstream crashes) or the quadratic slicing.
+    head = len(digits) - _YI * ((len(digits) - 1) // _YI)
+    parts = _cardinal_parts(digits[:head])
+    for start in range(head, len(digits), _YI):
+        parts.append("亿")
+        parts.extend(_cardinal_parts(digits[start : start + _YI]))
     # a leading 一十 is said 十 (十五, not 一十五); only at the very start, so 一百一十 keeps its 一
     if len(parts) >= 2 and parts[0] == "一" and parts[1] == "十":
         parts = parts[1:]
