@@ -144,6 +144,11 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(StarletteHTTPException)
     async def _http_error(request: Request, exc: StarletteHTTPException):
+        if exc.status_code == 400 and isinstance(exc.__cause__, UnicodeDecodeError):
+            # FastAPI reports a JSON body that is not UTF-8 as a generic 400 parsing error.
+            message = f"the request body is not valid UTF-8 ({exc.__cause__.reason} at byte {exc.__cause__.start})"
+            _note(request, "invalid_unicode", message)
+            return error_response(422, message, "invalid_unicode")
         message = exc.detail if isinstance(exc.detail, str) else "request failed"
         _note(request, "http_error", message)
         return error_response(exc.status_code, message, headers=getattr(exc, "headers", None))

@@ -12,6 +12,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from app.engine.jobs import PARAMETER_BOUNDS, SAMPLE_STEPS, job_defaults
+from app.schemas.base import RequestModel
 from app.schemas.enums import CutMethod, Language, cut_method_label, language_label
 
 DEFAULTS = job_defaults()
@@ -26,7 +27,7 @@ def job_field(name: str, description: str | None = None, **extra: Any) -> Any:
     return Field(DEFAULTS[name], description=description, **extra)
 
 
-class InferenceParams(BaseModel):
+class InferenceParams(RequestModel):
     """Every non-file field of upstream's fast web UI ``inference``, same names and defaults."""
 
     model_config = ConfigDict(
@@ -92,7 +93,7 @@ class InferenceParams(BaseModel):
         return value
 
 
-class StopRequest(BaseModel):
+class StopRequest(RequestModel):
     model_config = ConfigDict(json_schema_extra={"examples": [{"request_id": "3f2a9c0e"}, {}]})
 
     request_id: str | None = Field(None, description="Cancel only this request (its X-Request-ID); else all.")

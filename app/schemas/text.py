@@ -6,10 +6,11 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from app.schemas.base import RequestModel
 from app.schemas.enums import CutMethod, Language
 
 
-class ToCutRequest(BaseModel):
+class ToCutRequest(RequestModel):
     model_config = ConfigDict(
         json_schema_extra={
             "examples": [
@@ -31,7 +32,7 @@ class ToCutResponse(BaseModel):
     text: str = Field(..., description="The text with one newline between pieces, exactly as upstream returns it.")
 
 
-class PhonemizeRequest(BaseModel):
+class PhonemizeRequest(RequestModel):
     model_config = ConfigDict(
         json_schema_extra={
             "examples": [

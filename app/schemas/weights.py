@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from app.schemas.base import RequestModel
 from app.schemas.enums import Language
 
 
@@ -26,7 +27,7 @@ class WeightChoices(BaseModel):
     gpt: list[str] = Field(..., description="GPT weight names (relative to the weights root), natural-sorted.")
 
 
-class GptWeightsRequest(BaseModel):
+class GptWeightsRequest(RequestModel):
     model_config = ConfigDict(
         json_schema_extra={"examples": [{"weights_path": "GPT_SoVITS/pretrained_models/s1v3.ckpt"}]}
     )
@@ -44,7 +45,7 @@ class GptWeightsResponse(BaseModel):
     max_sec: int = Field(..., description="Longest output per piece, in seconds (sets the early stop).")
 
 
-class SovitsWeightsRequest(BaseModel):
+class SovitsWeightsRequest(RequestModel):
     model_config = ConfigDict(
         json_schema_extra={
             "examples": [

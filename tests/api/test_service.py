@@ -1,5 +1,6 @@
 """Service-wide behaviour: error shape, request ids, probes, docs, enum spellings in OpenAPI."""
 
+import json
 import logging
 import re
 
@@ -136,3 +137,51 @@ def test_every_operation_documents_an_example(client):
 def test_upstream_endpoints_are_post(client, path):
     schema = client.get("/openapi.json").json()
     assert "post" in schema["paths"][path]
+
+
+# Every string field of every JSON body. A lone surrogate is valid JSON but not text.
+JSON_STRING_FIELDS = [
+    ("/to_cut", {"text_inp": "a", "how_to_cut": "cut1"}, "text_inp"),
+    ("/to_cut", {"text_inp": "a", "how_to_cut": "cut1"}, "how_to_cut"),
+    ("/phonemize", {"text": "a", "text_lang": "zh"}, "text"),
+    ("/phonemize", {"text": "a", "text_lang": "zh"}, "text_lang"),
+    ("/phonemize", {"text": "a", "text_lang": "zh"}, "text_split_method"),
+    ("/phonemize", {"text": "a", "text_lang": "zh"}, "version"),
+    ("/init_t2s_weights", {}, "weights_path"),
+    ("/change_sovits_weights", {}, "sovits_path"),
+    ("/change_sovits_weights", {"sovits_path": "x.pth"}, "prompt_language"),
+    ("/change_sovits_weights", {"sovits_path": "x.pth"}, "text_language"),
+    ("/stop", {}, "request_id"),
+]
+
+
+@pytest.mark.parametrize(("path", "base", "field"), JSON_STRING_FIELDS, ids=lambda v: v if isinstance(v, str) else "")
+def test_lone_surrogates_are_422_in_every_json_field(client, path, base, field):
+    body = json.dumps({**base, field: "ok \ud800 then"})  # ensure_ascii: the JSON escape \ud800
+    r = client.post(path, content=body, headers={"content-type": "application/json"})
+    assert r.status_code == 422, r.text
+    error = r.json()["error"]
+    assert error["code"] == "validation_error" and field in error["message"]
+
+
+def test_request_models_all_refuse_invalid_unicode():
+    """Each body model the routes accept derives from RequestModel (so the rule cannot be forgotten)."""
+    from app.main import create_app
+    from app.schemas.base import RequestModel
+
+    app = create_app()
+    bodies = [
+        route.body_field.field_info.annotation if route.body_field else None
+        for route in app.routes
+        if getattr(route, "body_field", None) is not None
+    ]
+    for model in bodies:
+        for candidate in getattr(model, "__args__", (model,)):
+            if isinstance(candidate, type) and candidate.__module__.startswith("app."):
+                assert issubclass(candidate, RequestModel), candidate
+
+
+def test_json_that_is_not_utf8_is_422(client):
+    r = client.post("/to_cut", content=b'{"text_inp": "\xff\xfe", "how_to_cut": "cut1"}',
+                    headers={"content-type": "application/json"})
+    assert r.status_code == 422 and r.json()["error"]["code"] == "invalid_unicode"

