@@ -1,0 +1,67 @@
+"""The README's examples run as written against the service `make run` starts (demo weights).
+
+Each ``bash`` block of the README's Endpoints section runs with curl against a live server on demo
+weights; only the port differs (a free one instead of 9872) and ``.venv/bin/python`` is this
+interpreter. Every call must succeed: exit code 0, a 2xx status, and no error body.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+import uvicorn
+
+from app.demo import write_demo_weights
+from app.main import create_app
+from app.settings import Settings
+
+README = Path(__file__).resolve().parents[2] / "README.md"
+
+
+def endpoint_examples() -> list[str]:
+    text = README.read_text(encoding="utf-8")
+    section = text.split("## Endpoints", 1)[1].split("\n## ", 1)[0]
+    blocks = re.findall(r"```bash\n(.*?)```", section, flags=re.S)
+    assert len(blocks) >= 8, "the Endpoints section lost its examples"
+    return blocks
+
+
+@pytest.fixture(scope="module")
+def live_server(tmp_path_factory):
+    root = tmp_path_factory.mktemp("readme-weights")
+    write_demo_weights(root, seed=0)
+    app = create_app(Settings(weights_root=root))
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=0, log_config=None, access_log=False))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 60
+    while not server.started and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert server.started
+    yield server.servers[0].sockets[0].getsockname()[1]
+    server.should_exit = True
+    thread.join(30)
+
+
+def test_every_endpoint_example_runs_as_written(live_server, tmp_path):
+    for block in endpoint_examples():
+        script = block.replace("localhost:9872", f"localhost:{live_server}").replace(".venv/bin/python", sys.executable)
+        # Each curl call also prints its status on a line of its own, to check it succeeded.
+        script = re.sub(r"^curl ", "curl -w '\\n@status %{http_code}\\n' ", script, flags=re.M)
+        done = subprocess.run(["bash", "-euo", "pipefail", "-c", script], cwd=tmp_path, capture_output=True,
+                              text=True, timeout=600)
+        assert done.returncode == 0, (block, done.stderr)
+        statuses = re.findall(r"^@status (\d+)$", done.stdout, flags=re.M)
+        assert statuses and all(s.startswith("2") for s in statuses), (block, done.stdout[-2000:])
+        for line in done.stdout.splitlines():
+            if line.startswith("{"):
+                assert "error" not in json.loads(line), (block, line)
+    audio = (tmp_path / "out.wav").read_bytes()
+    assert audio[:4] == b"RIFF" and audio[8:12] == b"WAVE"
