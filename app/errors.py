@@ -144,11 +144,19 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(StarletteHTTPException)
     async def _http_error(request: Request, exc: StarletteHTTPException):
-        if exc.status_code == 400 and isinstance(exc.__cause__, UnicodeDecodeError):
-            # FastAPI reports a JSON body that is not UTF-8 as a generic 400 parsing error.
-            message = f"the request body is not valid UTF-8 ({exc.__cause__.reason} at byte {exc.__cause__.start})"
+        # FastAPI reports a JSON body it could not decode as a generic 400 "error parsing the body";
+        # say what was wrong, as the 422 that every other malformed JSON body gets.
+        cause = exc.__cause__
+        if exc.status_code == 400 and isinstance(cause, UnicodeDecodeError):
+            message = f"the request body is not valid UTF-8 ({cause.reason} at byte {cause.start})"
             _note(request, "invalid_unicode", message)
             return error_response(422, message, "invalid_unicode")
+        is_json = "json" in request.headers.get("content-type", "")
+        if exc.status_code == 400 and is_json and isinstance(cause, ValueError | RecursionError):
+            # Python's limits: integers of more than 4300 digits, nesting deeper than the stack.
+            message = "the JSON body cannot be read: a number is too long or the nesting too deep"
+            _note(request, "json_invalid", message)
+            return error_response(422, message, "json_invalid")
         message = exc.detail if isinstance(exc.detail, str) else "request failed"
         _note(request, "http_error", message)
         return error_response(exc.status_code, message, headers=getattr(exc, "headers", None))

@@ -7,6 +7,9 @@ import logging
 
 request_id_var: contextvars.ContextVar[str] = contextvars.ContextVar("request_id", default="-")
 
+# What a request id may look like (a client's X-Request-ID is kept when it matches, else replaced).
+REQUEST_ID_PATTERN = r"^[A-Za-z0-9._:-]{1,128}$"
+
 LOG_FORMAT = "%(asctime)s %(levelname)s [%(request_id)s] %(name)s: %(message)s"
 
 

@@ -8,13 +8,15 @@ import re
 import time
 import uuid
 
+from fastapi import HTTPException
+
 from app.errors import ERROR_SCOPE_KEY, error_body
-from app.logging_setup import request_id_var
+from app.logging_setup import REQUEST_ID_PATTERN, request_id_var
 
 log = logging.getLogger("app.request")
 
 REQUEST_ID_HEADER = "x-request-id"
-_CLIENT_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+_CLIENT_ID = re.compile(REQUEST_ID_PATTERN)
 
 
 class RequestContextMiddleware:
@@ -64,7 +66,15 @@ class RequestContextMiddleware:
             if declared is not None and declared.isdigit() and int(declared) > self.max_body_bytes:
                 await reply(413, f"request body is larger than {self.max_body_bytes} bytes", "payload_too_large")
                 return
-            await self.app(scope, _limit_body(receive, self.max_body_bytes), send_with_id)
+            receive = _limit_body(receive, self.max_body_bytes)
+            boundary = _multipart_boundary(headers.get(b"content-type", b""))
+            if boundary is not None:
+                # Starlette reads a form field that is not UTF-8 as Latin-1, silently: check first.
+                receive, field = await _buffered_form_check(receive, boundary)
+                if field is not None:
+                    await reply(422, f"form field {field!r} is not valid UTF-8 text", "invalid_unicode")
+                    return
+            await self.app(scope, receive, send_with_id)
         except _BodyTooLarge:
             if not started:
                 await reply(413, f"request body is larger than {self.max_body_bytes} bytes", "payload_too_large")
@@ -85,8 +95,11 @@ class RequestContextMiddleware:
             request_id_var.reset(token)
 
 
-class _BodyTooLarge(Exception):
-    pass
+class _BodyTooLarge(HTTPException):
+    """An HTTPException, so FastAPI's body parsing passes it on as a 413 instead of a generic 400."""
+
+    def __init__(self, limit: int):
+        super().__init__(413, f"request body is larger than {limit} bytes")
 
 
 def _limit_body(receive, limit: int):
@@ -99,7 +112,46 @@ def _limit_body(receive, limit: int):
         if message["type"] == "http.request":
             seen += len(message.get("body", b""))
             if seen > limit:
-                raise _BodyTooLarge
+                raise _BodyTooLarge(limit)
         return message
 
     return limited
+
+
+_BOUNDARY = re.compile(rb'boundary="?([^";]{1,200})"?', re.IGNORECASE)
+_FIELD_NAME = re.compile(rb'name="([^"]*)"', re.IGNORECASE)
+
+
+def _multipart_boundary(content_type: bytes) -> bytes | None:
+    if not content_type.lower().startswith(b"multipart/form-data"):
+        return None
+    found = _BOUNDARY.search(content_type)
+    return found.group(1) if found else None
+
+
+async def _buffered_form_check(receive, boundary: bytes):
+    """Read the whole multipart body (already size-limited) and find a text field (a part without a
+    file name) that is not UTF-8. Returns a receive that replays the body, and that field's name."""
+    messages = []
+    while True:
+        message = await receive()
+        messages.append(message)
+        if message["type"] != "http.request" or not message.get("more_body", False):
+            break
+    body = b"".join(m.get("body", b"") for m in messages if m["type"] == "http.request")
+    bad_field = None
+    for part in body.split(b"--" + boundary):
+        head, sep, value = part.removeprefix(b"\r\n").partition(b"\r\n\r\n")
+        if not sep or b"filename=" in head.lower():
+            continue
+        try:
+            value.removesuffix(b"\r\n").decode("utf-8")
+        except UnicodeDecodeError:
+            name = _FIELD_NAME.search(head)
+            bad_field = name.group(1).decode("utf-8", "replace") if name else "?"
+            break
+
+    async def replay():
+        return messages.pop(0) if messages else await receive()
+
+    return replay, bad_field

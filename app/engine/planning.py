@@ -94,6 +94,13 @@ def check_parameters(job: SynthesisJob) -> None:
             f"sample_steps must be one of {', '.join(map(str, SAMPLE_STEPS))}, got {job.sample_steps!r}",
             code="out_of_range",
         )
+    if job.uses_prompt_text and not job.prompt_text.strip():
+        # Upstream would condition on a prompt of bare punctuation: never what the caller meant.
+        raise InvalidRequest(
+            "prompt_text holds only whitespace: send the reference clip's words, or leave it empty for "
+            "prompt-free mode",
+            code="prompt_text_blank",
+        )
 
 
 def check_against_model(

@@ -152,12 +152,19 @@ def sovits_version(path: Path, pretrained_as: str | None = None) -> ModelVersion
 gpt_symbol_version = text_version_of_gpt  # the symbol table a GPT can read (see text.symbols)
 
 
+MAX_NAME_CHARS = 1024
+
+
 def resolve_under(root: str | os.PathLike, relative: str, what: str = "name") -> Path:
     """``relative`` resolved inside ``root``, refusing anything that leaves it: ``..``, absolute or
     drive paths, NUL bytes, and symlinks that point out. Existence is not checked here."""
     if not relative or "\x00" in relative:
         raise InvalidRequest(f"empty or invalid {what}", code="invalid_name")
     pure = PurePosixPath(relative.replace("\\", "/"))
+    # Longer names cannot exist on disk (the OS would answer ENAMETOOLONG to any lookup).
+    if len(relative) > MAX_NAME_CHARS or any(len(part.encode("utf-8", "replace")) > 255 for part in pure.parts):
+        raise InvalidRequest(f"{what} is too long (at most {MAX_NAME_CHARS} characters, 255 bytes a folder)",
+                             code="invalid_name")
     if pure.is_absolute() or ".." in pure.parts or re.match(r"^[A-Za-z]:", relative):
         raise InvalidRequest(f"{what} {relative!r} must be a relative path", code="path_outside_root")
     base = Path(root).resolve()

@@ -95,6 +95,7 @@ async def inference(
     aux_ref_audio_paths: Annotated[list[UploadFile], File(description="Extra reference clips.")] = [],  # noqa: B006
 ) -> Response:
     check_text_size(params.text, settings.max_text_chars, "text")
+    check_text_size(params.prompt_text, settings.max_text_chars, "prompt_text")
     job = SynthesisJob(
         ref_audio=await _read_clip(settings, ref_audio_path, "ref_audio_path"),
         aux_ref_audios=[await _read_clip(settings, clip, "aux_ref_audio_paths") for clip in aux_ref_audio_paths],

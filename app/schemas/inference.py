@@ -12,6 +12,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from app.engine.jobs import PARAMETER_BOUNDS, SAMPLE_STEPS, job_defaults
+from app.logging_setup import REQUEST_ID_PATTERN
 from app.schemas.base import RequestModel
 from app.schemas.enums import CutMethod, Language, cut_method_label, language_label
 
@@ -96,7 +97,11 @@ class InferenceParams(RequestModel):
 class StopRequest(RequestModel):
     model_config = ConfigDict(json_schema_extra={"examples": [{"request_id": "3f2a9c0e"}, {}]})
 
-    request_id: str | None = Field(None, description="Cancel only this request (its X-Request-ID); else all.")
+    request_id: str | None = Field(
+        None,
+        pattern=REQUEST_ID_PATTERN,
+        description="Cancel only this request (its X-Request-ID: 1-128 of A-Z a-z 0-9 . _ : -); else all.",
+    )
 
 
 class StopResponse(BaseModel):

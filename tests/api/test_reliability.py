@@ -199,7 +199,8 @@ for endpoint, fields in JSON_BASE.items():
     add_json(endpoint, "json-list", f"[{valid}]")
     add_json(endpoint, "json-number", "42")
     add_json(endpoint, "json-string", js("text"))
-    add_json(endpoint, "json-null", "null")
+    if endpoint != "/stop":  # /stop's body is optional: null is no body, "cancel all" (upstream's /stop)
+        add_json(endpoint, "json-null", "null")
     add_json(endpoint, "nan-literal", json_object(fields, first, "NaN"))
     add_json(endpoint, "infinity-literal", json_object(fields, first, "Infinity"))
     add_json(endpoint, "float-1e309", json_object(fields, first, "1e309"))
@@ -438,7 +439,7 @@ add("to_cut-oversized-body-chunked", "POST", "/to_cut", chunked(oversized_json),
 add("stop-oversized-body-content-length", "POST", "/stop", declared(lambda: oversized_json("request_id")), (413,))
 add("stop-oversized-body-chunked", "POST", "/stop", chunked(lambda: oversized_json("request_id")), (413,))
 add("change_choices-oversized-body-content-length", "POST", "/change_choices", declared(oversized_json), (413,))
-add("change_choices-oversized-body-chunked", "POST", "/change_choices", chunked(oversized_json), (413,))
+# /change_choices reads no body, so a chunked one (no declared length) is never counted: nothing is held.
 add("inference-oversized-body-content-length", "POST", "/inference", declared(oversized_form, MULTIPART_TYPE), (413,))
 add("inference-oversized-body-chunked", "POST", "/inference", chunked(oversized_form, MULTIPART_TYPE), (413,))
 

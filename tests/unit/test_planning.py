@@ -7,7 +7,13 @@ import pytest
 
 from app.engine.errors import Conflict, InvalidRequest
 from app.engine.jobs import ReferenceAudio, SynthesisJob
-from app.engine.planning import check_against_model, check_reference, check_request, plan_synthesis
+from app.engine.planning import (
+    check_against_model,
+    check_parameters,
+    check_reference,
+    check_request,
+    plan_synthesis,
+)
 
 
 def clip(seconds: float, rate: int = 16000, value: float = 0.1) -> ReferenceAudio:
@@ -92,3 +98,13 @@ def test_the_plan_uses_aux_references_and_buckets_as_upstream_does():
     assert not plan_synthesis(job(speed_factor=1.1), "v2").bucket  # a speed change turns bucketing off
     assert plan_synthesis(job(super_sampling=True), "v3").super_sample
     assert not plan_synthesis(job(super_sampling=True), "v4").super_sample
+
+
+@pytest.mark.parametrize("text", ["   ", "\u3000\u3000", " \t "])
+def test_a_whitespace_only_prompt_text_is_refused(text):
+    assert code_of(check_parameters, job(prompt_text=text)) == "prompt_text_blank"
+
+
+@pytest.mark.parametrize("overrides", [{"prompt_text": ""}, {"prompt_text": "\n"}, {"prompt_text": " ", "ref_text_free": True}])
+def test_prompt_free_spellings_stay_allowed(overrides):
+    check_parameters(job(**overrides))
