@@ -311,3 +311,31 @@ def test_an_abandoned_request_stops_its_synthesis(demo_root, names, caplog):
     # QUEUE_TEXT takes minutes to synthesise; the worker is free within a poll and a decode step.
     assert idle_after < 5, idle_after
     assert any("client went away" in r.getMessage() for r in caplog.records)
+
+
+def test_healthz_answers_within_a_second_while_the_service_is_busy(server, names):
+    """Heavy synthesis and long /phonemize calls run off the event loop: the probe stays fast."""
+    pick = {"gpt_weights": V2_GPT, "sovits_weights": sovits_name(names, "v2")}
+    mixed = "我今年25岁，住在3.5号楼。Hello World, it's 9:30 on 2024-05-01! " * 300  # ~18,000 characters
+    with server() as client:
+        assert post(client, **pick).status_code == 200  # voice loaded: the load is not what is measured
+        busy = [
+            _in_background(lambda: client.post("/inference", data=form(text=QUEUE_TEXT, text_split_method="cut3", **pick),
+                                               files={"ref_audio_path": ("ref.wav", REF, "audio/wav")})),
+            _in_background(lambda: client.post("/phonemize", json={"text": mixed, "text_lang": "auto"})),
+            # A digit run: once a regular expression backtracked on it for minutes, holding the GIL.
+            _in_background(lambda: client.post("/phonemize", json={"text": "9" * 5000, "text_lang": "en"})),
+        ]
+        time.sleep(0.5)
+        worst = 0.0
+        for _ in range(20):
+            began = time.monotonic()
+            assert client.get("/healthz").status_code == 200
+            worst = max(worst, time.monotonic() - began)
+            time.sleep(0.1)
+        running = client.app.state.engine.scheduler.pending()
+        client.post("/stop", json={})
+        for thread, _ in busy:
+            thread.join(120)
+    assert running[1] == 1  # the synthesis was running throughout
+    assert worst < 1.0, worst
