@@ -2,14 +2,21 @@
 
 Runs against every endpoint the schema lists, so it grows with the API."""
 
+import tempfile
+
 import schemathesis
 from hypothesis import HealthCheck, settings
 from schemathesis.specs.openapi.checks import positive_data_acceptance
 
+from app.demo import write_demo_weights
 from app.main import create_app
 from app.settings import Settings
 
-schema = schemathesis.openapi.from_asgi("/openapi.json", create_app(Settings(weights_root="weights")))
+# On demo weights, so the service is ready (/readyz answers 200, not its documented 503) and weight
+# names, voices and synthesis are real. The folder lives as long as the test process.
+_DEMO = tempfile.TemporaryDirectory(prefix="gsv-schemathesis-")
+write_demo_weights(_DEMO.name, seed=0)
+schema = schemathesis.openapi.from_asgi("/openapi.json", create_app(Settings(weights_root=_DEMO.name)))
 
 
 @schema.parametrize()
