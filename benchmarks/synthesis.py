@@ -45,6 +45,12 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from app.engine.decoders import (  # noqa: E402
+    DecodeSettings,
+    ReferenceConditioning,
+    Vocoder,
+    VocoderDecoder,
+)
 from app.engine.models.sovits import SPEAKER_EMBEDDING_DIM, SoVITSConfig, SoVITSSynthesizer  # noqa: E402
 from app.engine.models.sovits_v3 import MEL_BINS, SoVITSV3, SoVITSV3Config  # noqa: E402
 from app.engine.models.t2s import T2SConfig, T2SModel  # noqa: E402
@@ -53,12 +59,6 @@ from app.engine.models.vocoders import (  # noqa: E402
     BigVGANVocoder,
     HiFiGANV4Config,
     HiFiGANVocoderV4,
-)
-from app.engine.decoders import (  # noqa: E402
-    DecodeSettings,
-    ReferenceConditioning,
-    Vocoder,
-    VocoderDecoder,
 )
 
 CODES_PER_SECOND = 25

@@ -9,10 +9,10 @@ from pathlib import Path
 import pytest
 import torch
 
+from app.engine.decoders import VocoderDecoder
 from app.engine.models.dit import DiTConfig
 from app.engine.models.sovits_v3 import SoVITSV3, SoVITSV3Config
 from app.engine.models.vocoders import HiFiGANV4Config, HiFiGANVocoderV4
-from app.engine.decoders import VocoderDecoder
 
 SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "synthesis.py"
 
