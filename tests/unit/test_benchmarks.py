@@ -128,3 +128,15 @@ def test_vocoder_row_times_the_service_decoder(bench, conformance, monkeypatch):
     assert row["rtf"] == pytest.approx((row["gpt_s"] + row["sovits_s"]) / row["audio_s"])
     # The stage timers are gone afterwards: the models are left as built.
     assert "inference" not in vars(decoder.model.cfm) and "forward" not in vars(decoder.vocoder)
+
+
+def test_responsiveness_benchmark_prints_its_table(capsys):
+    spec = importlib.util.spec_from_file_location("bench_responsiveness", SCRIPT.parent / "responsiveness.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    module.main(["--digits", "50", "300"])
+    rows = [line for line in capsys.readouterr().out.splitlines() if "digits" in line]
+    assert len(rows) == 2
+    for row in rows:
+        seconds, status, worst = (cell.strip() for cell in row.split("|")[1:])
+        assert float(seconds) >= 0 and status in ("200", "422") and float(worst) < 5
