@@ -4,8 +4,10 @@ Follows GPT-SoVITS (upstream ``text/japanese.py``, the prosody path its synthesi
 
 * Runs of "Japanese" characters (kana, kanji, ASCII/full-width letters and digits) go through
   OpenJTalk (the ``pyopenjtalk`` module of the ``pyopenjtalk-plus`` package, which bundles its
-  dictionary, so nothing is downloaded). The full-context labels become phones plus prosody marks:
-  ``[`` pitch rises, ``]`` pitch falls, ``#`` accent-phrase border, ``_`` pause.
+  dictionary, so nothing is downloaded). The full-context label fields of its words become phones
+  plus prosody marks: ``[`` pitch rises, ``]`` pitch falls, ``#`` accent-phrase border, ``_`` pause.
+  The few label fields used are computed directly (``_phone_fields``): OpenJTalk's own label maker
+  takes quadratic time in the length of a run.
 * Every other character (punctuation, symbols, spaces) is passed through on its own, with full-width
   punctuation mapped to the ASCII symbol the model knows. Spaces are dropped.
 
@@ -209,7 +211,15 @@ def _prosody_phones(text: str) -> list[str]:
 
     Returns the sequence including the leading "^" and the trailing "$"/"?".
     """
-    fields, question = _phone_fields(_openjtalk().run_frontend(text))
+    try:
+        features = _openjtalk().run_frontend(text)
+    except RuntimeError as error:
+        if "too long" not in str(error):
+            raise
+        # pyopenjtalk refuses a run over its 16 KiB MeCab buffer (about 5,400 characters): the text's
+        # fault, so a ValueError (refused with a 4xx) rather than a RuntimeError (our bug, a 500).
+        raise ValueError(f"a run of {len(text)} Japanese characters is too long for OpenJTalk") from error
+    fields, question = _phone_fields(features)
     if not fields:
         return []
     phones: list[str] = ["^"]

@@ -15,6 +15,7 @@ Upstream has no Korean normalisation step: ``normalize`` returns the text unchan
 
 from __future__ import annotations
 
+import importlib
 import re
 import threading
 from contextlib import contextmanager
@@ -52,6 +53,12 @@ _G2PK2_RIEUL_SLIP = re.compile(r"([ㅇㄹ]ㅡㄹ) ㄹ")
 # A text ending in a jamo gets a closing "." (upstream; `$` also matches before a final "\n").
 _TRAILING_JAMO = re.compile(r"([\u3131-\u3163])$")
 
+# g2pk2's convert_num finds each "number + word tagged /B" with re.findall(r"([\d][\d,]*)([ㄱ-힣]+)/B"),
+# which retries every position of a digit run: quadratic, minutes for 100,000 digits. See _convert_num.
+_NUMBER_RUN = re.compile(r"[\d,]+")
+_DIGIT = re.compile(r"\d")
+_TAGGED_WORD = re.compile(r"([ㄱ-힣]+)/B")
+
 _CHAR_TO_SYMBOL = {
     **COMMON_MARK_TO_SYMBOL,
     " ": "空",  # word boundary
@@ -79,6 +86,34 @@ def _spell_latin_letters(text: str) -> str:
     for pattern, name in _LETTER_PATTERNS:
         text = pattern.sub(name, text)
     return text
+
+
+def _numbers_before_tagged_words(string: str) -> list[tuple[str, str]]:
+    """What g2pk2's re.findall above returns, in the same order, in linear time.
+
+    A match could start at any digit of a run of digits and commas, so the leftmost one starts at
+    the run's first digit; it needs the run to be followed by hangul and "/B".
+    """
+    found = []
+    for run in _NUMBER_RUN.finditer(string):
+        digit = _DIGIT.search(string, run.start(), run.end())
+        tagged = _TAGGED_WORD.match(string, run.end())
+        if digit is not None and tagged is not None:
+            found.append((string[digit.start() : run.end()], tagged.group(1)))
+    return found
+
+
+def _convert_num(string: str) -> str:
+    """g2pk2.numerals.convert_num (spell out numbers) with the token search above; same steps."""
+    from g2pk2 import numerals
+
+    for number, word in set(_numbers_before_tagged_words(string)):
+        # "in" on BOUND_NOUNS, a space-separated string, is a substring test there too.
+        spelled = numerals.process_num(number, sino=word not in numerals.BOUND_NOUNS)
+        string = string.replace(f"{number}{word}/B", f"{spelled}{word}/B")
+    for digit, name in zip("0123456789", "영일이삼사오육칠팔구", strict=True):
+        string = string.replace(digit, name)
+    return string
 
 
 @cache
@@ -122,6 +157,8 @@ def _build_pronouncer() -> Any:
 
     with _nltk_downloads_disabled():
         import g2pk2
+    # G2p.__call__ looks convert_num up in its module: use the linear one (g2pk2 is pinned).
+    importlib.import_module("g2pk2.g2pk2").convert_num = _convert_num
     from g2pk2.utils import get_rule_id2text, parse_table
 
     class KoreanPronouncer(g2pk2.G2p):
@@ -138,7 +175,10 @@ def _build_pronouncer() -> Any:
             self.use_konlpy = False
             self.mecab_path = None
             self.mecab = mecab.MeCab()
-            self.table = parse_table()
+            # Compiled once: g2pk2 applies these ~400 patterns with re.sub(string, ...) on every call;
+            # with its other patterns that is more than re's cache holds (512), so every call
+            # recompiled them (~40 ms per call).
+            self.table = [(re.compile(pattern), repl, rule_ids) for pattern, repl, rule_ids in parse_table()]
             # English words go through the CMU dictionary in g2pk2; none reach it here because every
             # Latin letter was already spelled out in Hangul, so an empty dictionary is equivalent.
             self.cmu: dict[str, list[list[str]]] = {}

@@ -44,6 +44,7 @@ _FOLDED_PUNCTUATION = "!?…,.-"
 _PUNCTUATION_RUN = re.compile(f"([{re.escape(_FOLDED_PUNCTUATION)}])[{re.escape(_FOLDED_PUNCTUATION)}]+")
 _SPLIT_MARK = re.compile("[" + re.escape("".join(sorted(SPLITS))) + "]")
 _SPACE_RUN = re.compile(" {2,}")
+_NEWLINE_RUN = re.compile("\n{2,}")
 _NON_WORD = re.compile(r"\W+")
 
 # A text whose first clause is shorter than this gets a leading full stop (upstream: very short
@@ -142,10 +143,8 @@ def pre_segment(text: str, lang: str, method: str) -> list[str]:
     if text[0] not in SPLITS and len(_first_clause(text)) < SHORT_OPENING:
         text = full_stop + text
 
-    cut = cut_text(text, method)
-    while "\n\n" in cut:
-        cut = cut.replace("\n\n", "\n")
-    lines = cut.split("\n")
+    # A run of newlines becomes one (upstream replaces "\n\n" until none is left: one pass per halving).
+    lines = _NEWLINE_RUN.sub("\n", cut_text(text, method)).split("\n")
     # Upstream's filter_text: "\n" counts as blank here but is not removed below (it cannot occur
     # after the split anyway). A lone space is removed; longer whitespace is dropped further down.
     if all(line in (" ", "\n", "") for line in lines):

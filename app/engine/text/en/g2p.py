@@ -117,7 +117,13 @@ def _lookup_word(word: str, lex: Lexicon) -> list[str]:
         return _with_possessive(_lookup_word(word[:-2], lex))
     _ensure_segmenter()
     # wordsegment also drops characters other than letters and digits ("state-of-the-art").
-    parts = wordsegment.segment(word)
+    try:
+        parts = wordsegment.segment(word)
+    except RecursionError as error:
+        # Its search recurses once per word it finds in a 250-letter chunk, so a long word that splits
+        # into many short ones ("abcabc...") exceeds the recursion limit (upstream crashes). That is
+        # the text's fault: a ValueError, refused with a 4xx, not a RuntimeError (our bug, a 500).
+        raise ValueError(f"cannot split a {len(word)}-letter word into words") from error
     if len(parts) == 1:
         return neural_g2p().predict(word)
     return [phone for part in parts for phone in _lookup_word(part, lex)]
