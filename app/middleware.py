@@ -64,8 +64,7 @@ class RequestContextMiddleware:
         try:
             declared = headers.get(b"content-length")
             if declared is not None and declared.isdigit() and int(declared) > self.max_body_bytes:
-                await reply(413, f"request body is larger than {self.max_body_bytes} bytes", "payload_too_large")
-                return
+                raise _BodyTooLarge(self.max_body_bytes)
             receive = _limit_body(receive, self.max_body_bytes)
             boundary = _multipart_boundary(headers.get(b"content-type", b""))
             if boundary is not None:
@@ -75,9 +74,9 @@ class RequestContextMiddleware:
                     await reply(422, f"form field {field!r} is not valid UTF-8 text", "invalid_unicode")
                     return
             await self.app(scope, receive, send_with_id)
-        except _BodyTooLarge:
+        except _BodyTooLarge as exc:
             if not started:
-                await reply(413, f"request body is larger than {self.max_body_bytes} bytes", "payload_too_large")
+                await reply(413, exc.detail, "payload_too_large")
         except Exception:
             log.exception("unhandled error in %s %s", scope.get("method"), scope.get("path"))
             if not started:

@@ -48,7 +48,6 @@ class Ticket:
     future: asyncio.Future
     cost: float = 1.0
     enqueued_at: float = field(default_factory=time.monotonic)
-    started_at: float | None = None
     _cancel: threading.Event = field(default_factory=threading.Event)
 
     def should_stop(self) -> bool:
@@ -82,6 +81,7 @@ class Scheduler:
         self._max_batch = max_batch
         self._queue: collections.deque[Ticket] = collections.deque()
         self._running: list[Ticket] = []
+        self._running_since = 0.0  # when the running batch was taken (monotonic seconds)
         self._cond = threading.Condition()
         self._closed = False
         self._recent_work: collections.deque[tuple[float, float]] = collections.deque(maxlen=20)  # (s, cost)
@@ -108,18 +108,12 @@ class Scheduler:
         return ticket
 
     def withdraw(self, ticket: Ticket) -> bool:
-        """The caller gave up (its client went away): drop the ticket if it is still queued, or stop
-        it at the next decode step if it is running. True if there was work to stop."""
-        with self._cond:
-            queued = ticket in self._queue
-            if queued:
-                self._queue.remove(ticket)
-            running = ticket in self._running
+        """The caller gave up (its client went away): stop its ticket as ``/stop`` would. True if
+        there was work to stop."""
+        queued, running = self._stop(lambda t: t is ticket)
         if queued or running:
-            ticket.cancel()
-            ticket.resolve(error=Cancelled("the client went away"))
             log.info("client went away: %s synthesis cancelled", "queued" if queued else "running")
-        return queued or running
+        return bool(queued or running)
 
     def alive(self) -> bool:
         """The worker thread is running (readiness)."""
@@ -127,18 +121,25 @@ class Scheduler:
 
     def cancel(self, request_id: str | None = None) -> int:
         """Cancel the matching queued and running tickets (all of them without an id)."""
+        queued, running = self._stop(lambda t: request_id is None or t.request_id == request_id)
+        stopped = len(queued) + len(running)
+        if stopped:
+            log.info("cancelled %d synthesis request(s)%s", stopped, f" for {request_id}" if request_id else "")
+        return stopped
+
+    def _stop(self, matches: Callable[[Ticket], bool]) -> tuple[list[Ticket], list[Ticket]]:
+        """Stop the matching tickets: queued ones leave the queue and are answered ``Cancelled`` at
+        once; running ones are flagged, and the runner ends them at its next decode step."""
         with self._cond:
-            targets = [t for t in (*self._running, *self._queue) if request_id is None or t.request_id == request_id]
-            queued = [t for t in targets if t in self._queue]
+            running = [t for t in self._running if matches(t)]
+            queued = [t for t in self._queue if matches(t)]
             for ticket in queued:
                 self._queue.remove(ticket)
-        for ticket in targets:
+        for ticket in (*running, *queued):
             ticket.cancel()
         for ticket in queued:
             ticket.resolve(error=Cancelled("synthesis was cancelled before it started"))
-        if targets:
-            log.info("cancelled %d synthesis request(s)%s", len(targets), f" for {request_id}" if request_id else "")
-        return len(targets)
+        return queued, running
 
     def pending(self) -> tuple[int, int]:
         """(queued, running) counts."""
@@ -164,8 +165,8 @@ class Scheduler:
             cost = sum(c for _, c in self._recent_work)
             estimate = queued * seconds / cost
         else:
-            ages = [time.monotonic() - t.started_at for t in self._running if t.started_at is not None]
-            estimate = len(self._queue) * max([1.0, *ages])
+            age = time.monotonic() - self._running_since if self._running else 0.0
+            estimate = len(self._queue) * max(1.0, age)
         return max(1, math.ceil(estimate / max(1, self._max_batch)))
 
     def _take_batch(self) -> list[Ticket]:
@@ -183,10 +184,8 @@ class Scheduler:
                 if ticket.batch_key == first.batch_key and first.batch_key is not None:
                     self._queue.remove(ticket)
                     batch.append(ticket)
-            now = time.monotonic()
-            for ticket in batch:
-                ticket.started_at = now
             self._running = batch
+            self._running_since = time.monotonic()
             return batch
 
     def _work(self) -> None:
@@ -194,7 +193,6 @@ class Scheduler:
             batch = self._take_batch()
             if not batch:
                 return
-            started = time.monotonic()
             token = request_id_var.set(batch[0].request_id)
             try:
                 self._runner(batch)
@@ -207,4 +205,4 @@ class Scheduler:
                 with self._cond:
                     self._running = []
                 # Seconds and cost of each batch: the pace Retry-After is estimated from.
-                self._recent_work.append((time.monotonic() - started, sum(t.cost for t in batch)))
+                self._recent_work.append((time.monotonic() - self._running_since, sum(t.cost for t in batch)))
