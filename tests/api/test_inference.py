@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import io
 import os
+import shutil
 import threading
 import time
 
+import httpx
 import numpy as np
 import pytest
 import soundfile as sf
@@ -15,6 +17,7 @@ from fastapi.testclient import TestClient
 from app.demo import write_demo_weights
 from app.main import create_app
 from app.settings import Settings
+from tests.api.conftest import live_server
 
 V2_GPT = "GPT_weights_v2/demo_v2-e15.ckpt"
 
@@ -206,20 +209,24 @@ def test_stop_cancels_one_request_by_id_and_the_service_keeps_serving(server, na
 def test_full_queue_answers_429_with_retry_after(server, names):
     pick = {"gpt_weights": V2_GPT, "sovits_weights": sovits_name(names, "v2")}
     with server(max_queue=1) as client:
-        slow = [
-            _in_background(
+        scheduler = client.app.state.engine.scheduler
+
+        def start_slow_request_until(state: tuple[int, int]):
+            started = _in_background(
                 lambda: client.post(
                     "/inference",
                     data=form(text=QUEUE_TEXT, text_split_method="cut3", batch_size=1, **pick),
                     files={"ref_audio_path": ("ref.wav", REF, "audio/wav")},
                 )
             )
-            for _ in range(2)
-        ]
-        scheduler = client.app.state.engine.scheduler
-        deadline = time.monotonic() + 180
-        while scheduler.pending() != (1, 1) and time.monotonic() < deadline:
-            time.sleep(0.05)  # until one runs and one waits in the queue
+            deadline = time.monotonic() + 180
+            while scheduler.pending() != state and time.monotonic() < deadline:
+                time.sleep(0.05)
+            return started
+
+        # One at a time: sent together, the second could reach the one-place queue before the worker
+        # has taken the first, and be refused itself.
+        slow = [start_slow_request_until((0, 1)), start_slow_request_until((1, 1))]  # one runs, one waits
         r = post(client, **pick)
         client.post("/stop", json={})  # cancel everything
         for thread, _ in slow:
@@ -266,8 +273,6 @@ def test_readyz_follows_the_worker_and_the_current_models(server, demo_root, tmp
 
     # A copy of the demo weights whose shared models (HuBERT) are gone: the first synthesis fails
     # to load the voice, and readiness says so until it loads.
-    import shutil
-
     broken = tmp_path / "weights"
     shutil.copytree(demo_root, broken, copy_function=os.link)
     hubert = next(broken.rglob("chinese-hubert-base"))
@@ -281,33 +286,20 @@ def test_readyz_follows_the_worker_and_the_current_models(server, demo_root, tmp
 
 def test_an_abandoned_request_stops_its_synthesis(demo_root, names, caplog):
     """A client that gives up after 1 s must not keep the worker busy (it cost 9 s before)."""
-    import httpx
-    import uvicorn
-
     app = create_app(Settings(weights_root=demo_root))
-    config = uvicorn.Config(app, host="127.0.0.1", port=0, log_config=None, access_log=False)
-    served = uvicorn.Server(config)
-    thread = threading.Thread(target=served.run, daemon=True)
-    thread.start()
-    try:
-        while not served.started:
-            time.sleep(0.05)
-        port = served.servers[0].sockets[0].getsockname()[1]
+    with live_server(app) as base:
         pick = {"gpt_weights": V2_GPT, "sovits_weights": sovits_name(names, "v2")}
         ref = {"ref_audio_path": ("ref.wav", REF, "audio/wav")}
-        warm = httpx.post(f"http://127.0.0.1:{port}/inference", data=form(**pick), files=ref, timeout=120)
+        warm = httpx.post(f"{base}/inference", data=form(**pick), files=ref, timeout=120)
         assert warm.status_code == 200  # the voice is loaded: the long request goes straight to the worker
         data = form(text=QUEUE_TEXT, text_split_method="cut3", batch_size=1, **pick)
         with caplog.at_level("INFO"), pytest.raises(httpx.ReadTimeout):
-            httpx.post(f"http://127.0.0.1:{port}/inference", data=data, files=ref, timeout=1.0)
+            httpx.post(f"{base}/inference", data=data, files=ref, timeout=1.0)
         gave_up = time.monotonic()
         scheduler = app.state.engine.scheduler
         while scheduler.pending() != (0, 0) and time.monotonic() - gave_up < 30:
             time.sleep(0.05)
         idle_after = time.monotonic() - gave_up
-    finally:
-        served.should_exit = True
-        thread.join(30)
     # QUEUE_TEXT takes minutes to synthesise; the worker is free within a poll and a decode step.
     assert idle_after < 5, idle_after
     assert any("client went away" in r.getMessage() for r in caplog.records)

@@ -11,16 +11,14 @@ import json
 import re
 import subprocess
 import sys
-import threading
-import time
 from pathlib import Path
 
 import pytest
-import uvicorn
 
 from app.demo import write_demo_weights
 from app.main import create_app
 from app.settings import Settings
+from tests.api.conftest import live_server
 
 README = Path(__file__).resolve().parents[2] / "README.md"
 
@@ -34,25 +32,16 @@ def endpoint_examples() -> list[str]:
 
 
 @pytest.fixture(scope="module")
-def live_server(tmp_path_factory):
+def base_url(tmp_path_factory):
     root = tmp_path_factory.mktemp("readme-weights")
     write_demo_weights(root, seed=0)
-    app = create_app(Settings(weights_root=root))
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=0, log_config=None, access_log=False))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 60
-    while not server.started and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert server.started
-    yield server.servers[0].sockets[0].getsockname()[1]
-    server.should_exit = True
-    thread.join(30)
+    with live_server(create_app(Settings(weights_root=root))) as url:
+        yield url
 
 
-def test_every_endpoint_example_runs_as_written(live_server, tmp_path):
+def test_every_endpoint_example_runs_as_written(base_url, tmp_path):
     for block in endpoint_examples():
-        script = block.replace("localhost:9872", f"localhost:{live_server}").replace(".venv/bin/python", sys.executable)
+        script = block.replace("localhost:9872", base_url).replace(".venv/bin/python", sys.executable)
         # Each curl call also prints its status on a line of its own, to check it succeeded.
         script = re.sub(r"^curl ", "curl -w '\\n@status %{http_code}\\n' ", script, flags=re.M)
         done = subprocess.run(["bash", "-euo", "pipefail", "-c", script], cwd=tmp_path, capture_output=True,

@@ -185,18 +185,18 @@ def _sleeping_runner(seconds_per_cost: float):
     return run
 
 
-def test_retry_after_follows_the_queue_drain_time_after_long_requests():
-    """A burst of short requests after a few long ones: the hint must be near the real drain time
-    (it was minutes for a queue that drained in seconds when the pace ignored request size)."""
+def _retry_hint_and_drain(seconds_per_cost: float, max_queue: int, history: list[int]) -> tuple[int, float]:
+    """Run jobs of the ``history`` costs one by one, then one job of cost 5 and a full queue of them.
+    Returns the Retry-After the next submission is refused with, and how long the queue took to drain."""
 
     async def main():
-        scheduler = Scheduler(_sleeping_runner(0.01), max_queue=6)
+        scheduler = Scheduler(_sleeping_runner(seconds_per_cost), max_queue=max_queue)
         try:
-            for i in range(3):  # history: long requests (cost 100 -> 1 s each)
-                await scheduler.submit(f"long{i}", 100, cost=100)
+            for i, cost in enumerate(history):
+                await scheduler.submit(f"history{i}", cost, cost=cost)
             running = scheduler.submit("run", 5, cost=5)
             await asyncio.sleep(0.02)  # the worker takes it
-            queued = [scheduler.submit(f"q{i}", 5, cost=5) for i in range(6)]  # 0.05 s each
+            queued = [scheduler.submit(f"q{i}", 5, cost=5) for i in range(max_queue)]
             with pytest.raises(QueueFull) as info:
                 scheduler.submit("refused", 5, cost=5)
             began = time.monotonic()
@@ -205,27 +205,19 @@ def test_retry_after_follows_the_queue_drain_time_after_long_requests():
         finally:
             scheduler.close()
 
-    hint, drain = asyncio.run(main())
+    return asyncio.run(main())
+
+
+def test_retry_after_follows_the_queue_drain_time_after_long_requests():
+    """A burst of short requests after a few long ones: the hint must be near the real drain time
+    (it was minutes for a queue that drained in seconds when the pace ignored request size)."""
+    # History: long requests (cost 100 -> 1 s each); then six queued of 0.05 s each.
+    hint, drain = _retry_hint_and_drain(0.01, max_queue=6, history=[100, 100, 100])
     assert 1 <= hint <= max(1.0, 3 * drain), (hint, drain)
 
 
 def test_retry_after_counts_the_whole_queue():
-    async def main():
-        scheduler = Scheduler(_sleeping_runner(0.1), max_queue=3)
-        try:
-            await scheduler.submit("warm", 5, cost=5)  # 0.5 s per 5
-            running = scheduler.submit("run", 5, cost=5)
-            await asyncio.sleep(0.02)
-            queued = [scheduler.submit(f"q{i}", 5, cost=5) for i in range(3)]
-            with pytest.raises(QueueFull) as info:
-                scheduler.submit("refused", 5, cost=5)
-            began = time.monotonic()
-            await asyncio.gather(running, *queued)
-            return info.value.retry_after_s, time.monotonic() - began
-        finally:
-            scheduler.close()
-
-    hint, drain = asyncio.run(main())
+    hint, drain = _retry_hint_and_drain(0.1, max_queue=3, history=[5])  # 0.5 s per request
     assert drain / 2 <= hint <= 3 * drain, (hint, drain)  # 1.5 s of queued work: hint 2
 
 
