@@ -72,11 +72,16 @@ def generate_weights(layout: str, seed: int, file_name: str | None = None) -> Pa
     staging = Path(tempfile.mkdtemp(dir=WEIGHTS_CACHE, prefix=".tmp-"))
     try:
         # The corpus's own command line, exactly as its README runs it.
-        subprocess.run(
+        done = subprocess.run(
             [sys.executable, str(conformance_dir() / "weights.py"), layout, str(seed), str(staging / name)],
-            check=True,
             capture_output=True,
+            text=True,
         )
+        if done.returncode != 0:  # say why (disk, memory...), not only the exit code
+            raise RuntimeError(
+                f"weights.py {layout} {seed} failed (exit {done.returncode}, "
+                f"{shutil.disk_usage(WEIGHTS_CACHE).free / 2**30:.1f} GiB free):\n{done.stderr[-3000:]}"
+            )
         staging.replace(target_dir) if not target_dir.exists() else None
     finally:
         shutil.rmtree(staging, ignore_errors=True)
