@@ -95,3 +95,49 @@ def draw(probs: torch.Tensor, generator: torch.Generator | None = None) -> torch
     device of ``probs``; ``None`` uses torch's global generator."""
     race = torch.empty_like(probs).exponential_(1, generator=generator)
     return torch.argmax(probs / race, dim=-1, keepdim=True)
+
+
+# ---------------------------------------------------------------------------------------------------
+# Per-row controls: the same steps with one setting per row ([rows] tensors), for a decode batch whose
+# rows belong to different requests. Each equals the scalar function above applied row by row.
+
+
+def penalize_seen(logits: torch.Tensor, seen: torch.Tensor, penalty: torch.Tensor) -> torch.Tensor:
+    """``penalize_repeats`` with a ``[rows, vocab]`` mask of tokens already in each row's history and
+    a ``[rows]`` penalty (1.0 leaves a row as it is)."""
+    p = penalty.unsqueeze(1).to(logits.dtype)
+    return torch.where(seen, torch.where(logits < 0, logits * p, logits / p), logits)
+
+
+def keep_top_p_rows(logits: torch.Tensor, top_p: torch.Tensor) -> torch.Tensor:
+    """``keep_top_p`` with a ``[rows]`` threshold; rows with top_p >= 1 are left unfiltered."""
+    filtered = top_p < 1.0
+    if not bool(filtered.any()):
+        return logits
+    sorted_logits, sorted_index = torch.sort(logits, descending=True)
+    cumulative = torch.cumsum(F.softmax(sorted_logits, dim=-1), dim=-1)
+    drop_sorted = (cumulative > top_p.unsqueeze(1).to(cumulative.dtype)) & filtered.unsqueeze(1)
+    drop_sorted[:, 0] = False
+    drop = drop_sorted.scatter(dim=1, index=sorted_index, src=drop_sorted)
+    return logits.masked_fill(drop, -float("inf"))
+
+
+def keep_top_k_rows(logits: torch.Tensor, top_k: torch.Tensor) -> torch.Tensor:
+    """``keep_top_k`` with a ``[rows]`` k; k <= 0 (or >= vocab) keeps the whole row."""
+    vocab = logits.size(-1)
+    k = torch.where((top_k <= 0) | (top_k > vocab), vocab, top_k)
+    if bool((k == vocab).all()):
+        return logits
+    largest = torch.topk(logits, int(k.max())).values
+    kth_largest = largest.gather(1, (k - 1).unsqueeze(1))
+    return torch.where(logits < kth_largest, -float("inf"), logits)
+
+
+def filtered_probs_rows(
+    penalized_logits: torch.Tensor, *, top_k: torch.Tensor, top_p: torch.Tensor, temperature: torch.Tensor
+) -> torch.Tensor:
+    """``filtered_probs`` with per-row settings (each a ``[rows]`` tensor)."""
+    logits = keep_top_p_rows(penalized_logits, top_p)
+    logits = logits / temperature.clamp(min=MIN_TEMPERATURE).unsqueeze(1).to(logits.dtype)
+    logits = keep_top_k_rows(logits, top_k)
+    return F.softmax(logits, dim=-1)

@@ -11,14 +11,13 @@ from app.engine.checkpoints import CheckpointError, load_checkpoint
 from app.engine.models.t2s import (
     STEPS_WITHOUT_EOS,
     DecodeCancelled,
-    KVCache,
     SinePositions,
     T2SConfig,
     T2SModel,
-    _kept_tokens,
-    _prompt_attention,
+    prompt_attention,
     sine_table,
 )
+from app.engine.models.t2s_decode import kept_tokens
 from tests.conftest import conformance_dir
 
 SMALL = T2SConfig(phone_vocab_size=40, vocab_size=65, dim=32, num_heads=4, num_layers=2, eos_id=64, max_sec=2)
@@ -130,7 +129,7 @@ def test_sine_table_values_and_on_demand_extension():
 
 
 def test_prompt_attention_mask():
-    mask = _prompt_attention(torch.tensor([[False, True, True]]), prompt_len=2)[0, 0]
+    mask = prompt_attention(torch.tensor([[False, True, True]]), prompt_len=2)[0, 0]
     # columns: pad, phone, phone, code, code — True = may attend
     assert mask.tolist() == [
         [False, True, True, False, False],
@@ -143,31 +142,7 @@ def test_prompt_attention_mask():
 
 @pytest.mark.parametrize(("idx", "expected"), [(0, [1, 2, 3, 4]), (2, [3, 4]), (4, [1, 2, 3, 4])])
 def test_kept_tokens_follow_pred_minus_idx(idx, expected):
-    assert _kept_tokens(torch.tensor([1, 2, 3, 4]), idx).tolist() == expected
-
-
-def test_kv_cache_drops_finished_rows_in_place():
-    """keep_rows packs the kept rows (filled positions and padding mask) into the first slots."""
-    cache = KVCache(SMALL, 4, 10, dtype=torch.float32, device=torch.device("cpu"))
-    cache.mark_padding(torch.tensor([[True] * 3, [False, True, True], [True] * 3, [False, False, True]]))
-    for layer in range(SMALL.num_layers):
-        new = torch.randn(4, SMALL.num_heads, 6, SMALL.head_dim)
-        cache.write(layer, new, -new)
-    cache.advance(6)
-    before_keys, before_values = cache.keys[:, :, :, :6].clone(), cache.values[:, :, :, :6].clone()
-    before_mask = cache.decode_mask().clone()
-    kept = torch.tensor([1, 3])
-    cache.keep_rows(kept)
-    assert torch.equal(cache.keys[:, :, :, :6], before_keys[:, kept])
-    assert torch.equal(cache.values[:, :, :, :6], before_values[:, kept])
-    assert torch.equal(cache.decode_mask(), before_mask[kept])
-    assert cache.decode_mask()[:, 0, 0, :3].isinf().tolist() == [[True, False, False], [True, True, False]]
-
-
-def test_kv_cache_without_padding_needs_no_decode_mask():
-    cache = KVCache(SMALL, 2, 8, dtype=torch.float32, device=torch.device("cpu"))
-    cache.mark_padding(torch.ones(2, 5, dtype=torch.bool))
-    assert cache.decode_mask() is None
+    assert kept_tokens(torch.tensor([1, 2, 3, 4]), idx).tolist() == expected
 
 
 # ---------------------------------------------------------------------------------------- decoding
@@ -183,10 +158,7 @@ def test_cached_decode_equals_full_recompute(model):
         for step, cached in enumerate(seen[:12]):
             codes = torch.cat([PROMPT, tokens[:step]])[None]
             x = torch.cat([text, model.embed_semantic(codes, 0)], dim=1)
-            fresh = KVCache(SMALL, 1, x.shape[1], dtype=x.dtype, device=x.device)
-            full = model(
-                x, fresh, _prompt_attention(torch.ones(1, text.shape[1], dtype=torch.bool), codes.shape[1])
-            )
+            full = model(x, prompt_attention(torch.ones(1, text.shape[1], dtype=torch.bool), codes.shape[1]))
             torch.testing.assert_close(cached, full[0], atol=1e-5, rtol=1e-5)
 
 
