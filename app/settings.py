@@ -48,6 +48,21 @@ class Settings(BaseSettings):
         description="SoVITS decoder sampling noise (upstream: 0.5). 0 makes synthesis reproduce the "
         "conformance corpus, upstream's own output with its noise off.",
     )
+    continuous_batching: bool = Field(
+        True,
+        description="Run many requests at once, their GPT rows sharing every decode step. false: one "
+        "request at a time (for comparison, and as a fallback).",
+    )
+    gpt_slots: int = Field(
+        16, ge=1, le=256, description="Rows decoded together per loaded GPT model; also requests run at once."
+    )
+    gpt_context: int = Field(
+        2048,
+        ge=256,
+        le=16384,
+        description="Positions per GPT slot (phones + reference codes + generated tokens). The slots' "
+        "memory is gpt_slots x gpt_context x layers x 2 x hidden size, allocated once per GPT model.",
+    )
     max_body_bytes: int = Field(
         32 * 1024 * 1024,
         ge=1024,
@@ -65,4 +80,7 @@ def engine_config(settings: Settings) -> EngineConfig:
         max_queue=settings.max_queue,
         decoder_noise_scale=settings.decoder_noise_scale,
         torch_threads=settings.torch_threads,
+        continuous_batching=settings.continuous_batching,
+        gpt_slots=settings.gpt_slots,
+        gpt_context=settings.gpt_context,
     )

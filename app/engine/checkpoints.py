@@ -94,7 +94,9 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
     except pickle.UnpicklingError as exc:
         # torch's message is long and suggests weights_only=False; we never do that.
         detail = str(exc).split("WeightsUnpickler error:")[-1].strip().splitlines()[0]
-        raise CheckpointError(path, f"refused: it contains objects that are not plain weights ({detail})") from None
+        raise CheckpointError(
+            path, f"refused: it contains objects that are not plain weights ({detail})"
+        ) from None
     except (RuntimeError, zipfile.BadZipFile, EOFError, ValueError, KeyError) as exc:
         raise CheckpointError(path, f"is corrupt or truncated ({type(exc).__name__}: {exc})") from None
     if not isinstance(obj, Mapping):

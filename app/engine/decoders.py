@@ -155,7 +155,9 @@ class VocoderDecoder:
             )
 
         def piece_features(t: torch.Tensor, p: torch.Tensor, ge: torch.Tensor) -> torch.Tensor:
-            return self.model.decode_encp(t.view(1, 1, -1), p.view(1, -1), main.spectrogram, ge, settings.speed)[0]
+            return self.model.decode_encp(
+                t.view(1, 1, -1), p.view(1, -1), main.spectrogram, ge, settings.speed
+            )[0]
 
         # Upstream recomputes the prompt's side per synthesis call: once per batch in batched mode,
         # once per piece otherwise (the same values each time; kept so the calls match upstream's).

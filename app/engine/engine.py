@@ -2,7 +2,8 @@
 no rule of its own:
 
     job -> planning (checks) -> model manager (the voice, loaded off the worker) -> scheduler (queue,
-    cancellation) -> runner (pipeline on the worker thread) -> models -> audio
+    cancellation, worker threads) -> runner (pipeline on a worker thread; its GPT rows go to the GPT
+    stage, which decodes the rows of all running requests together) -> models -> audio
 
 Created once per app from an :class:`EngineConfig` (the service builds it from its settings); nothing
 below it reads settings, and nothing here knows about HTTP: refusals are ``app.engine.errors`` kinds.
@@ -12,15 +13,17 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 
 from app.engine import planning
+from app.engine.gpt_stage import GptStage
 from app.engine.jobs import SynthesisJob
 from app.engine.model_manager import GptChoice, ModelManager, SovitsChoice
-from app.engine.pipeline import DEFAULT_NOISE_SCALE, SynthesisResult
+from app.engine.pipeline import ALONE, DEFAULT_NOISE_SCALE, Stages, SynthesisResult
 from app.engine.runner import Runner, WorkItem
 from app.engine.scheduler import Scheduler
 from app.engine.text import zh
@@ -41,6 +44,11 @@ class EngineConfig:
     max_queue: int = 16  # synthesis requests waiting at most
     decoder_noise_scale: float = DEFAULT_NOISE_SCALE  # 0 reproduces the conformance corpus
     torch_threads: int = 0  # 0: PyTorch's default
+    # Continuous batching: up to gpt_slots requests run at once and their GPT rows share every decode
+    # step; False runs one request at a time (for comparison, and as a fallback).
+    continuous_batching: bool = True
+    gpt_slots: int = 16  # rows decoded together per loaded GPT model
+    gpt_context: int = 2048  # positions per slot (phones + reference codes + generated tokens)
 
 
 @dataclass
@@ -65,23 +73,42 @@ class Engine:
         self.dtype = torch.float16 if config.half and self.device.startswith("cuda") else torch.float32
         self.models = ModelManager(config.weights_root, self.device, self.dtype, config.max_loaded_models)
         self.scheduler: Scheduler | None = None
+        self.gpt_stage: GptStage | None = None
 
     def start(self) -> None:
         root = Path(self.config.weights_root)
         if self.config.torch_threads:
             torch.set_num_threads(self.config.torch_threads)
-        log.info("engine starting: device=%s dtype=%s weights_root=%s", self.device, self.dtype, root.resolve())
+        log.info(
+            "engine starting: device=%s dtype=%s weights_root=%s", self.device, self.dtype, root.resolve()
+        )
         if not root.is_dir():
-            log.warning("weights root %s does not exist; no model can be loaded until it does", root.resolve())
+            log.warning(
+                "weights root %s does not exist; no model can be loaded until it does", root.resolve()
+            )
         # Chinese polyphones: g2pW when its model is in the weights root, else upstream's pypinyin path.
         zh.configure_from_weights_root(root)
         # English: upstream's own CMU dictionaries when the weights root is an upstream checkout.
         en_lexicon.configure_from_weights_root(root)
-        self.scheduler = Scheduler(Runner(self.config.decoder_noise_scale), max_queue=self.config.max_queue)
+        stages, workers = ALONE, 1
+        if self.config.continuous_batching:
+            self.gpt_stage = GptStage(self.config.gpt_slots, self.config.gpt_context)
+            stages = Stages(
+                gpt=self.gpt_stage.decode, frontend_turn=threading.Lock(), decoder_turn=threading.Lock()
+            )
+            workers = self.config.gpt_slots
+        runner = Runner(self.config.decoder_noise_scale, stages)
+        self.scheduler = Scheduler(runner, max_queue=self.config.max_queue, workers=workers)
+        log.info(
+            "continuous batching %s (%d request(s) at once)",
+            "on" if self.config.continuous_batching else "off", workers,
+        )  # fmt: skip
 
     def stop(self) -> None:
         if self.scheduler is not None:
             self.scheduler.close()
+        if self.gpt_stage is not None:
+            self.gpt_stage.close()
         self.models.close()
         log.info("engine stopped")
 
@@ -94,6 +121,8 @@ class Engine:
             problems = self.models.problems()
         if self.scheduler is None or not self.scheduler.alive():
             problems.append("the synthesis worker is not running")
+        if self.gpt_stage is not None and not self.gpt_stage.alive():
+            problems.append("the GPT stage is not running")
         return EngineStatus(not problems, self.device, str(root), problems)
 
     # ---------------------------------------------------------------- text

@@ -147,7 +147,5 @@ class SynthesisJob:
 def job_defaults() -> dict[str, Any]:
     """Every job parameter that has a default, with it: the service's one set of defaults."""
     return {
-        f.name: f.default
-        for f in dataclasses.fields(SynthesisJob)
-        if f.default is not dataclasses.MISSING
+        f.name: f.default for f in dataclasses.fields(SynthesisJob) if f.default is not dataclasses.MISSING
     }

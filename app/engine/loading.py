@@ -50,7 +50,9 @@ def load_gpt(path: Path, device: str, dtype: torch.dtype) -> T2SModel:
     except CheckpointError as exc:
         raise InvalidRequest(str(exc), code="invalid_weights") from None
     except (ValueError, KeyError) as exc:
-        raise InvalidRequest(f"{path.name}: not a usable GPT checkpoint ({exc})", code="invalid_weights") from None
+        raise InvalidRequest(
+            f"{path.name}: not a usable GPT checkpoint ({exc})", code="invalid_weights"
+        ) from None
 
 
 def load_sovits(
@@ -78,7 +80,9 @@ def load_sovits(
     except CheckpointError as exc:
         raise InvalidRequest(str(exc), code="invalid_weights") from None
     except (ValueError, KeyError, TypeError) as exc:
-        raise InvalidRequest(f"{path.name}: not a usable SoVITS checkpoint ({exc})", code="invalid_weights") from None
+        raise InvalidRequest(
+            f"{path.name}: not a usable SoVITS checkpoint ({exc})", code="invalid_weights"
+        ) from None
     return LoadedSovits(model.to(device=device, dtype=dtype), spectrogram)
 
 

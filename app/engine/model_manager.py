@@ -157,7 +157,9 @@ class ModelManager:
     # ---------------------------------------------------------------- current choice
     def select_gpt(self, name: str) -> GptChoice:
         model = self.gpt_model(name)
-        choice = GptChoice(name, text_version_of_gpt(model.config.phone_vocab_size), int(model.config.max_sec))
+        choice = GptChoice(
+            name, text_version_of_gpt(model.config.phone_vocab_size), int(model.config.max_sec)
+        )
         with self._lock:
             self.current_gpt = choice
         log.info("current GPT weights: %s (%s)", name, choice.version)
@@ -226,14 +228,18 @@ class ModelManager:
         config = loaded.model.config
         needs_speaker = getattr(config, "uses_speaker_embedding", False)
         if self._shared is None:
-            self._shared = load_shared_models(self.root, self.device, self.dtype, with_speaker_encoder=needs_speaker)
+            self._shared = load_shared_models(
+                self.root, self.device, self.dtype, with_speaker_encoder=needs_speaker
+            )
         elif needs_speaker and self._shared.speaker is None:
             speaker = load_speaker_encoder(self.root, self.device, self.dtype)
             self._shared = SharedModels(self._shared.hubert, self._shared.bert, speaker)
         vocoder = None
         if config.version in ("v3", "v4"):
             if config.version not in self._vocoders:
-                self._vocoders[config.version] = load_vocoder(self.root, config.version, self.device, self.dtype)
+                self._vocoders[config.version] = load_vocoder(
+                    self.root, config.version, self.device, self.dtype
+                )
             vocoder = self._vocoders[config.version]
         return self._shared, vocoder
 

@@ -17,6 +17,11 @@ Upstream's ``TTS.run`` (non-streaming), stage by stage:
    for v3 with ``super_sampling``, the whole waveform is extended 24 -> 48 kHz (AP-BWE) and peak-limited
    again; then int16.
 
+Concurrency: the pipeline runs on a request's own worker thread. ``Stages`` says how its heavy parts
+meet other requests': the GPT decode goes to the shared GPT stage (continuous batching) or runs alone,
+and the frontend and the decoder each take a turn (one request at a time in each), so many running
+requests overlap stage by stage instead of all computing at once.
+
 Randomness (GPT sampling, decoder noise, the v3/v4 sampler's start noise) comes from one
 ``torch.Generator`` seeded with the job's seed, consumed in upstream's order, so a seeded job is
 reproducible and needs no global seeding.
@@ -27,6 +32,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 
 import numpy as np
@@ -37,7 +43,8 @@ from app.engine.decoders import DecodeSettings
 from app.engine.errors import Cancelled, Conflict
 from app.engine.jobs import SynthesisJob
 from app.engine.models.bandwidth_extension import BandwidthExtender
-from app.engine.models.t2s import DecodeCancelled
+from app.engine.models.t2s import DecodeCancelled, T2SModel
+from app.engine.models.t2s_decode import DecodeRequest
 from app.engine.planning import closed_prompt_text, plan_batches, plan_synthesis
 from app.engine.text.preprocess import Segment, phones_for_piece, preprocess
 from app.engine.voice import Voice
@@ -62,6 +69,22 @@ class SynthesisResult:
         return self.audio.shape[0] / self.sample_rate
 
 
+def _decode_alone(model: T2SModel, request: DecodeRequest) -> list[torch.Tensor]:
+    return model.decode(request)
+
+
+@dataclass(frozen=True)
+class Stages:
+    """How a request's heavy parts run beside other requests' (see the module docstring)."""
+
+    gpt: Callable[[T2SModel, DecodeRequest], list[torch.Tensor]] = _decode_alone
+    frontend_turn: AbstractContextManager = nullcontext()
+    decoder_turn: AbstractContextManager = nullcontext()
+
+
+ALONE = Stages()
+
+
 @dataclass(frozen=True)
 class _Prompt:
     """The reference side of the GPT input: prompt-text phones and features, reference codes."""
@@ -80,6 +103,7 @@ def synthesize(
     on_progress: ProgressCallback | None = None,
     generator: torch.Generator | None = None,
     bandwidth_extender: BandwidthExtender | None = None,
+    stages: Stages = ALONE,
 ) -> SynthesisResult:
     """Run one job. ``noise_scale``: the SoVITS decoder's sampling noise (the service's
     ``GSV_DECODER_NOISE_SCALE``; 0 reproduces the conformance corpus). ``should_stop`` is polled at
@@ -102,26 +126,31 @@ def synthesize(
     if generator is None:
         generator = torch.Generator(device=voice.device).manual_seed(plan.seed)
 
-    # references (main first: its conditioning leads the average, as upstream orders them)
-    conditioning = [voice.conditioning(r) for r in plan.references]
-    check_stop()
-
-    # prompt text
-    prompt: _Prompt | None = None
-    if plan.uses_prompt:
-        text = closed_prompt_text(job.prompt_text, job.prompt_lang)
-        segment = phones_for_piece(text, job.prompt_lang, voice.text_version)
-        prompt = _Prompt(
-            segment.phone_ids, voice.shared.bert.segment_features(segment), voice.prompt_codes(plan.references[0])
-        )
-    check_stop()
-
-    # text
-    segments: list[Segment] = preprocess(job.text, job.text_lang, job.text_split_method, voice.text_version)
-    features: list[torch.Tensor] = []
-    for segment in segments:
-        features.append(voice.shared.bert.segment_features(segment))
+    with stages.frontend_turn:
+        # references (main first: its conditioning leads the average, as upstream orders them)
+        conditioning = [voice.conditioning(r) for r in plan.references]
         check_stop()
+
+        # prompt text
+        prompt: _Prompt | None = None
+        if plan.uses_prompt:
+            text = closed_prompt_text(job.prompt_text, job.prompt_lang)
+            segment = phones_for_piece(text, job.prompt_lang, voice.text_version)
+            prompt = _Prompt(
+                segment.phone_ids,
+                voice.shared.bert.segment_features(segment),
+                voice.prompt_codes(plan.references[0]),
+            )
+        check_stop()
+
+        # text
+        segments: list[Segment] = preprocess(
+            job.text, job.text_lang, job.text_split_method, voice.text_version
+        )
+        features: list[torch.Tensor] = []
+        for segment in segments:
+            features.append(voice.shared.bert.segment_features(segment))
+            check_stop()
     if on_progress is not None:
         on_progress("text", len(segments), len(segments))
 
@@ -134,7 +163,9 @@ def synthesize(
         sample_steps=job.sample_steps,
         batched=job.parallel_infer,
     )
-    batches = plan_batches([len(s.norm_text) for s in segments], job.batch_size, job.batch_threshold, plan.bucket)
+    batches = plan_batches(
+        [len(s.norm_text) for s in segments], job.batch_size, job.batch_threshold, plan.bucket
+    )
     log.info(
         "synthesising %d piece(s) in %d batch(es) (%s GPT decode, seed %d)",
         len(segments), len(batches), "parallel" if job.parallel_infer else "sequential", plan.seed,
@@ -147,10 +178,11 @@ def synthesize(
         check_stop()
         batch_started = time.perf_counter()
         tokens = _decode_tokens(job, voice, [segments[i] for i in rows], [features[i] for i in rows], prompt,
-                                generator, should_stop)  # fmt: skip
+                                generator, should_stop, stages)  # fmt: skip
         check_stop()
         phones = [torch.tensor(segments[i].phone_ids, dtype=torch.long) for i in rows]
-        audio = voice.decoder.fragments(tokens, phones, conditioning, settings)
+        with stages.decoder_turn:
+            audio = voice.decoder.fragments(tokens, phones, conditioning, settings)
         for index, fragment in zip(rows, audio, strict=True):
             fragments[index] = fragment
         done += len(rows)
@@ -191,6 +223,7 @@ def _decode_tokens(
     prompt: _Prompt | None,
     generator: torch.Generator,
     should_stop: Callable[[], bool] | None,
+    stages: Stages,
 ) -> list[torch.Tensor]:
     """The GPT stage for one batch: per piece, the semantic tokens upstream keeps."""
     if prompt is None:
@@ -200,7 +233,7 @@ def _decode_tokens(
         phones = [torch.tensor(prompt.phone_ids + s.phone_ids, dtype=torch.long) for s in segments]
         berts = [torch.cat([prompt.bert, f], dim=1) for f in features]
     try:
-        return voice.t2s.generate(
+        request = DecodeRequest(
             phones,
             berts,
             None if prompt is None else prompt.codes,
@@ -212,5 +245,6 @@ def _decode_tokens(
             generator=generator,
             should_stop=should_stop,
         )
+        return stages.gpt(voice.t2s, request)
     except DecodeCancelled as exc:
         raise Cancelled("synthesis was stopped") from exc

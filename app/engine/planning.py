@@ -63,7 +63,8 @@ def check_language(lang: str, field: str, model_version: str | None = None) -> N
     """``lang`` is a language code, and one the model version (when given) can speak."""
     if lang not in LANGUAGES:
         raise InvalidRequest(
-            f"{field} {lang!r} is not a language code; use one of {', '.join(LANGUAGES)}", code="unknown_language"
+            f"{field} {lang!r} is not a language code; use one of {', '.join(LANGUAGES)}",
+            code="unknown_language",
         )
     allowed = languages_for(text_version(model_version)) if model_version else LANGUAGES
     if lang not in allowed:
@@ -76,7 +77,8 @@ def check_language(lang: str, field: str, model_version: str | None = None) -> N
 def check_cut_method(method: str) -> None:
     if method not in CUT_METHODS:
         raise InvalidRequest(
-            f"text_split_method {method!r} is unknown; use one of {', '.join(CUT_METHODS)}", code="unknown_cut_method"
+            f"text_split_method {method!r} is unknown; use one of {', '.join(CUT_METHODS)}",
+            code="unknown_cut_method",
         )
 
 
@@ -140,7 +142,9 @@ def check_reference(reference: ReferenceAudio, field: str = "ref_audio_path", *,
             code="ref_audio_sample_rate",
         )
     if not np.isfinite(reference.samples).all():
-        raise InvalidRequest(f"{field} holds samples that are not finite numbers", code="ref_audio_not_finite")
+        raise InvalidRequest(
+            f"{field} holds samples that are not finite numbers", code="ref_audio_not_finite"
+        )
     seconds = reference.seconds
     if main and not MIN_REFERENCE_SECONDS <= seconds <= MAX_REFERENCE_SECONDS:
         raise InvalidRequest(

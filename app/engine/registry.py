@@ -77,7 +77,6 @@ _V1_MAX_BYTES = 82978 * 1024
 _V2_MAX_BYTES = 700 * 1024 * 1024
 
 
-
 @dataclass(frozen=True)
 class ModelVersion:
     model: str  # v1, v2, v3, v4, v2Pro, v2ProPlus
@@ -85,7 +84,7 @@ class ModelVersion:
 
     @property
     def symbols(self) -> str:
-        """"v1" or "v2": which symbol table and language modules the text frontend uses."""
+        """ "v1" or "v2": which symbol table and language modules the text frontend uses."""
         return text_version(self.model)
 
     @property
@@ -162,9 +161,13 @@ def resolve_under(root: str | os.PathLike, relative: str, what: str = "name") ->
         raise InvalidRequest(f"empty or invalid {what}", code="invalid_name")
     pure = PurePosixPath(relative.replace("\\", "/"))
     # Longer names cannot exist on disk (the OS would answer ENAMETOOLONG to any lookup).
-    if len(relative) > MAX_NAME_CHARS or any(len(part.encode("utf-8", "replace")) > 255 for part in pure.parts):
-        raise InvalidRequest(f"{what} is too long (at most {MAX_NAME_CHARS} characters, 255 bytes a folder)",
-                             code="invalid_name")
+    if len(relative) > MAX_NAME_CHARS or any(
+        len(part.encode("utf-8", "replace")) > 255 for part in pure.parts
+    ):
+        raise InvalidRequest(
+            f"{what} is too long (at most {MAX_NAME_CHARS} characters, 255 bytes a folder)",
+            code="invalid_name",
+        )
     if pure.is_absolute() or ".." in pure.parts or re.match(r"^[A-Za-z]:", relative):
         raise InvalidRequest(f"{what} {relative!r} must be a relative path", code="path_outside_root")
     base = Path(root).resolve()
@@ -187,7 +190,9 @@ class WeightRegistry:
     def _listed(self, pretrained: dict[str, str], dirs: tuple[str, ...], suffix: str) -> list[str]:
         # Files reached through symlinks that leave the root are not offered (nor loadable).
         names: set[str] = {
-            rel for rel in pretrained.values() if (self.root / rel).is_file() and self._inside(self.root / rel)
+            rel
+            for rel in pretrained.values()
+            if (self.root / rel).is_file() and self._inside(self.root / rel)
         }
         for folder in dirs:
             directory = self.root / folder

@@ -13,7 +13,7 @@ from app.engine.errors import EngineError
 from app.engine.jobs import SynthesisJob
 from app.engine.memory import release_freed_memory
 from app.engine.models.bandwidth_extension import BandwidthExtender
-from app.engine.pipeline import synthesize
+from app.engine.pipeline import ALONE, Stages, synthesize
 from app.engine.scheduler import Ticket
 from app.engine.voice import Voice
 from app.logging_setup import request_id_var
@@ -31,11 +31,13 @@ class WorkItem:
 
 
 class Runner:
-    def __init__(self, noise_scale: float):
+    def __init__(self, noise_scale: float, stages: Stages = ALONE):
         self.noise_scale = noise_scale  # the SoVITS decoder's sampling noise (GSV_DECODER_NOISE_SCALE)
+        self.stages = stages  # how a request's stages meet other requests' (continuous batching or not)
 
     def __call__(self, batch: Sequence[Ticket]) -> None:
-        """Run each ticket of a batch (tickets of one voice) through the pipeline, one after another."""
+        """Run each ticket of a batch through the pipeline, one after another (with continuous
+        batching, every worker thread gets batches of one and meets the others in the GPT stage)."""
         for ticket in batch:
             item: WorkItem = ticket.job
             token = request_id_var.set(ticket.request_id)
@@ -46,6 +48,7 @@ class Runner:
                     noise_scale=self.noise_scale,
                     should_stop=ticket.should_stop,
                     bandwidth_extender=item.bandwidth_extender,
+                    stages=self.stages,
                 )
                 ticket.resolve(result)
             except Exception as exc:  # handed to the request, which answers it

@@ -5,10 +5,10 @@ thread and the request awaits a future. The queue is bounded: when it is full th
 ``QueueFull`` (HTTP 429 with Retry-After: the queue's drain time at the recent pace) instead of
 waiting forever.
 
-Batching shape: the worker takes a *batch* of tickets at a time (``_take_batch``): the first ticket
-and whatever queued tickets share its ``batch_key``, up to ``max_batch``. The runner receives the
-whole batch, so a runner that decodes several requests' rows in one GPT batch slots in without
-touching the queue. Today's runner runs them one after another.
+Concurrency: ``workers`` threads each take a *batch* of tickets at a time (``_take_batch``): the first
+ticket and whatever queued tickets share its ``batch_key``, up to ``max_batch``. With continuous
+batching the engine runs many workers of one ticket each; their GPT work meets in the GPT stage, which
+decodes the rows of all of them together. With it off, one worker runs one request at a time.
 
 Cancellation (``/stop``): each ticket has an event; the runner polls ``ticket.should_stop`` once per
 decode step. Cancelling a queued ticket answers it at once; cancelling a running one ends it within a
@@ -36,7 +36,9 @@ log = logging.getLogger(__name__)
 
 class QueueFull(Busy):
     def __init__(self, retry_after_s: int):
-        super().__init__(f"the synthesis queue is full; retry in about {retry_after_s} s", retry_after_s=retry_after_s)
+        super().__init__(
+            f"the synthesis queue is full; retry in about {retry_after_s} s", retry_after_s=retry_after_s
+        )
 
 
 @dataclass(eq=False)
@@ -75,21 +77,34 @@ Runner = Callable[[Sequence[Ticket]], None]
 
 
 class Scheduler:
-    def __init__(self, runner: Runner, max_queue: int = 16, max_batch: int = 1, name: str = "synthesis"):
+    def __init__(
+        self,
+        runner: Runner,
+        max_queue: int = 16,
+        max_batch: int = 1,
+        name: str = "synthesis",
+        workers: int = 1,
+    ):
         self._runner = runner
         self._max_queue = max_queue
         self._max_batch = max_batch
+        self._workers = workers
         self._queue: collections.deque[Ticket] = collections.deque()
-        self._running: list[Ticket] = []
-        self._running_since = 0.0  # when the running batch was taken (monotonic seconds)
+        self._running: dict[Ticket, float] = {}  # running ticket → when it was taken (monotonic seconds)
         self._cond = threading.Condition()
         self._closed = False
         self._recent_work: collections.deque[tuple[float, float]] = collections.deque(maxlen=20)  # (s, cost)
-        self._thread = threading.Thread(target=self._work, name=f"{name}-worker", daemon=True)
-        self._thread.start()
+        self._threads = [
+            threading.Thread(target=self._work, name=f"{name}-worker-{i}", daemon=True)
+            for i in range(workers)
+        ]
+        for thread in self._threads:
+            thread.start()
 
     # ---------------------------------------------------------------- event-loop side
-    def submit(self, request_id: str, job: Any, batch_key: Hashable = None, cost: float = 1.0) -> asyncio.Future:
+    def submit(
+        self, request_id: str, job: Any, batch_key: Hashable = None, cost: float = 1.0
+    ) -> asyncio.Future:
         return self.enqueue(request_id, job, batch_key, cost).future
 
     def enqueue(self, request_id: str, job: Any, batch_key: Hashable = None, cost: float = 1.0) -> Ticket:
@@ -116,15 +131,17 @@ class Scheduler:
         return bool(queued or running)
 
     def alive(self) -> bool:
-        """The worker thread is running (readiness)."""
-        return self._thread.is_alive() and not self._closed
+        """Every worker thread is running (readiness)."""
+        return all(t.is_alive() for t in self._threads) and not self._closed
 
     def cancel(self, request_id: str | None = None) -> int:
         """Cancel the matching queued and running tickets (all of them without an id)."""
         queued, running = self._stop(lambda t: request_id is None or t.request_id == request_id)
         stopped = len(queued) + len(running)
         if stopped:
-            log.info("cancelled %d synthesis request(s)%s", stopped, f" for {request_id}" if request_id else "")
+            log.info(
+                "cancelled %d synthesis request(s)%s", stopped, f" for {request_id}" if request_id else ""
+            )
         return stopped
 
     def _stop(self, matches: Callable[[Ticket], bool]) -> tuple[list[Ticket], list[Ticket]]:
@@ -151,7 +168,8 @@ class Scheduler:
             self._closed = True
             self._cond.notify_all()
         self.cancel()
-        self._thread.join(timeout)
+        for thread in self._threads:
+            thread.join(timeout)
 
     # ---------------------------------------------------------------- worker side
     def _retry_after(self) -> int:
@@ -165,9 +183,9 @@ class Scheduler:
             cost = sum(c for _, c in self._recent_work)
             estimate = queued * seconds / cost
         else:
-            age = time.monotonic() - self._running_since if self._running else 0.0
+            age = time.monotonic() - min(self._running.values()) if self._running else 0.0
             estimate = len(self._queue) * max(1.0, age)
-        return max(1, math.ceil(estimate / max(1, self._max_batch)))
+        return max(1, math.ceil(estimate / max(1, self._max_batch * self._workers)))
 
     def _take_batch(self) -> list[Ticket]:
         """Block for the next ticket, then add queued tickets with the same batch key."""
@@ -184,8 +202,8 @@ class Scheduler:
                 if ticket.batch_key == first.batch_key and first.batch_key is not None:
                     self._queue.remove(ticket)
                     batch.append(ticket)
-            self._running = batch
-            self._running_since = time.monotonic()
+            now = time.monotonic()
+            self._running.update((t, now) for t in batch)
             return batch
 
     def _work(self) -> None:
@@ -203,6 +221,6 @@ class Scheduler:
             finally:
                 request_id_var.reset(token)
                 with self._cond:
-                    self._running = []
-                # Seconds and cost of each batch: the pace Retry-After is estimated from.
-                self._recent_work.append((time.monotonic() - self._running_since, sum(t.cost for t in batch)))
+                    started = min(self._running.pop(t) for t in batch)
+                    # Seconds and cost of each batch: the pace Retry-After is estimated from.
+                    self._recent_work.append((time.monotonic() - started, sum(t.cost for t in batch)))

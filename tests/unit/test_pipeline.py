@@ -152,11 +152,11 @@ class FakeT2S:
         self.prompt_len = prompt_len
         self.calls: list[dict] = []
 
-    def generate(self, phones, berts, prompt, **kwargs):
-        self.calls.append({"phones": phones, "berts": berts, "prompt": prompt, **kwargs})
-        skip = 0 if prompt is None else self.prompt_len
+    def decode(self, request):
+        self.calls.append(dict(vars(request)))
+        skip = 0 if request.prompt is None else self.prompt_len
         # One token per target phone: the fragment's length then names the piece.
-        return [torch.zeros(p.shape[0] - skip, dtype=torch.long) for p in phones]
+        return [torch.zeros(p.shape[0] - skip, dtype=torch.long) for p in request.phones]
 
 
 class FakeDecoder:
@@ -312,11 +312,11 @@ def test_should_stop_is_handed_to_the_decode_loop_and_its_cancellation_converted
     voice = _voice()
     stop = lambda: False  # noqa: E731
 
-    def cancelled(*args, should_stop=None, **kwargs):
-        assert should_stop is stop
+    def cancelled(request):
+        assert request.should_stop is stop
         raise DecodeCancelled("stopped")
 
-    voice.t2s.generate = cancelled
+    voice.t2s.decode = cancelled
     with pytest.raises(Cancelled):
         synthesize(_job(), voice, should_stop=stop)
 

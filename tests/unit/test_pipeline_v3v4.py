@@ -31,9 +31,9 @@ class FakeT2S:
     def __init__(self, prompt_len: int):
         self.prompt_len = prompt_len
 
-    def generate(self, phones, berts, prompt, **kwargs):
+    def decode(self, request):
         # One token per target phone: a fragment's length names its piece.
-        return [torch.zeros(p.shape[0] - self.prompt_len, dtype=torch.long) for p in phones]
+        return [torch.zeros(p.shape[0] - self.prompt_len, dtype=torch.long) for p in request.phones]
 
 
 class RecordingVocoderDecoder:

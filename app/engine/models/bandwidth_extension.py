@@ -172,9 +172,13 @@ class BandwidthExtender:
             x, cfg.n_fft, hop_length=cfg.hop_size, win_length=cfg.win_size, window=self._window,
             center=True, pad_mode="reflect", return_complex=True,
         )  # fmt: skip
-        log_amplitude, phase = self._run_net(torch.log(spectrum.abs() + LOG_AMPLITUDE_FLOOR), spectrum.angle())
+        log_amplitude, phase = self._run_net(
+            torch.log(spectrum.abs() + LOG_AMPLITUDE_FLOOR), spectrum.angle()
+        )
         wide = torch.polar(torch.exp(log_amplitude), phase)
-        out = torch.istft(wide, cfg.n_fft, hop_length=cfg.hop_size, win_length=cfg.win_size, window=self._window)
+        out = torch.istft(
+            wide, cfg.n_fft, hop_length=cfg.hop_size, win_length=cfg.win_size, window=self._window
+        )
         return out.reshape(-1)
 
     def _run_net(

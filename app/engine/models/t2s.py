@@ -295,6 +295,12 @@ class T2SModel(nn.Module):
         """Decode one request alone: per row, the int64 tokens upstream's ``TTS.run`` keeps.
         Arguments and settings are those of ``t2s_decode.DecodeRequest`` (top_k, top_p, temperature,
         repetition_penalty, early_stop_num, parallel, generator, should_stop, on_logits)."""
-        from app.engine.models.t2s_decode import DecodeRequest, decode_alone  # the loop builds on this model
+        from app.engine.models.t2s_decode import DecodeRequest  # the loop's module builds on this one
 
-        return decode_alone(self, DecodeRequest(phones, berts, prompt, **settings))
+        return self.decode(DecodeRequest(phones, berts, prompt, **settings))
+
+    def decode(self, request) -> list[torch.Tensor]:
+        """``generate`` for a ready ``t2s_decode.DecodeRequest``: decoded alone, in slots of its own."""
+        from app.engine.models.t2s_decode import decode_alone
+
+        return decode_alone(self, request)

@@ -19,12 +19,17 @@ tensors (``app.engine.sampling``); EOS suppression is an additive mask (same wid
 Upstream's quirks are kept where they change tokens: ``_kept_tokens`` (``pred[-idx:]``), trimming at
 the end of a row (parallel trims the last token also on the early stop), and prompt-free parallel
 decoding falling back to sequential with repetition penalty 1.35.
+
+Why this module is long: it is the one decode loop (admission, prefill, step, per-row sampling,
+leaving) whose slot bookkeeping must stay consistent step for step; split, its invariants would span
+files.
 """
 
 from __future__ import annotations
 
 import collections
 import math
+import weakref
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
@@ -137,6 +142,24 @@ class _Group:
         self.results: dict[int, torch.Tensor] = {}
         self.error: BaseException | None = None
         self.finished = False
+        self.on_finished: Callable[[], None] | None = None  # called once, on the decoding thread
+
+    def finish(self, error: BaseException | None = None) -> None:
+        if self.finished:
+            return
+        self.error, self.finished = error, True
+        if self.on_finished is not None:
+            self.on_finished()
+
+    def fail(self, error: BaseException) -> None:
+        self.finish(error)
+
+    def rows_at_once(self) -> int:
+        """Slots this request needs at the same time (all rows if parallel, else one)."""
+        return max(len(c.rows) for c in self.waiting)
+
+    def context_needed_max(self) -> int:
+        return max(self.context_needed(c) for c in self.waiting)
 
     def context_needed(self, cohort: _Cohort) -> int:
         """Positions one row of ``cohort`` may fill: its phones (padded to the cohort's longest),
@@ -178,7 +201,10 @@ class DecodeBatch:
     def __init__(self, model: T2SModel, slots: int, context: int):
         config = model.config
         device, dtype = model.to_logits.weight.device, model.to_logits.weight.dtype
-        self.model, self.capacity, self.context = model, slots, context
+        # A weak reference: the batch must not keep a model alive after the model cache dropped it
+        # (its requests hold the model while they decode).
+        self._model = weakref.ref(model)
+        self.capacity, self.context = slots, context
         shape = (config.num_layers, slots, config.num_heads, context, config.head_dim)
         # zeros, not empty: masked keys are still multiplied, and stale NaN bits would poison softmax.
         self.keys = torch.zeros(shape, dtype=dtype, device=device)
@@ -207,6 +233,13 @@ class DecodeBatch:
         self._waiting: collections.deque[_Group] = collections.deque()
         self.steps = 0  # decode steps run (prefills not counted)
         self.rows_stepped = 0  # live rows summed over those steps
+
+    @property
+    def model(self) -> T2SModel:
+        model = self._model()
+        if model is None:
+            raise RuntimeError("the GPT model of this batch is gone")
+        return model
 
     # ------------------------------------------------------------------ admission
 
@@ -267,7 +300,7 @@ class DecodeBatch:
                 self._free(slot)
         if group in self._waiting:
             self._waiting.remove(group)
-        group.error, group.finished = DecodeCancelled("decoding was stopped"), True
+        group.finish(DecodeCancelled("decoding was stopped"))
 
     # ------------------------------------------------------------------ prefill (a cohort's step 0)
 
@@ -405,7 +438,15 @@ class DecodeBatch:
                 self._free(slot)
             cohort.step += 1
             if not cohort.slots and not group.waiting:
-                group.finished = True
+                group.finish()
+
+    def fail_all(self, error: BaseException) -> None:
+        """End every request in this batch with ``error`` (a failed step, or shutdown)."""
+        for group in self._groups():
+            group.fail(error)
+        for slot in range(self.capacity):
+            self._free(slot)
+        self._waiting.clear()
 
     def _free(self, slot: int) -> None:
         cohort = self.state.owner[slot]
@@ -417,11 +458,11 @@ class DecodeBatch:
         self.state.key_ok[slot, 0] = True
 
 
+@torch.inference_mode()
 def decode_alone(model: T2SModel, request: DecodeRequest) -> list[torch.Tensor]:
     """Decode one request in a batch of its own, sized to it (the path of ``T2SModel.generate``)."""
     group = _Group(model, request)
-    slots = max(len(c.rows) for c in group.waiting)
-    batch = DecodeBatch(model, slots, max(group.context_needed(c) for c in group.waiting))
+    batch = DecodeBatch(model, group.rows_at_once(), group.context_needed_max())
     batch.add(group)
     while not group.finished:
         batch.step()

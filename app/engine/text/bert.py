@@ -69,7 +69,9 @@ class BertFeatureExtractor:
         rows = self.char_features(norm_text)
         if rows.shape[0] < len(word2ph):
             # The tokenizer merged characters (should not happen for normalised Chinese text).
-            raise RuntimeError(f"BERT tokenised {norm_text!r} into {rows.shape[0]} tokens, not one per character")
+            raise RuntimeError(
+                f"BERT tokenised {norm_text!r} into {rows.shape[0]} tokens, not one per character"
+            )
         return _expand_to_phones(rows, word2ph)
 
     def part_features(self, part: LangSegment) -> torch.Tensor:

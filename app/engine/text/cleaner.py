@@ -60,7 +60,9 @@ def language_module(language: str) -> ModuleType:
     return importlib.import_module(_MODULES[language])
 
 
-def _g2p(module: ModuleType, language: str, norm_text: str, version: str) -> tuple[list[str], list[int] | None]:
+def _g2p(
+    module: ModuleType, language: str, norm_text: str, version: str
+) -> tuple[list[str], list[int] | None]:
     if language == "zh":
         phones, word2ph = module.g2p(norm_text, version="v1" if version == "v1" else "v2")
     elif language == "yue":
