@@ -198,6 +198,7 @@ class DecodeBatch:
     """Slots of one GPT model; requests join and leave between steps. Not thread-safe: one thread
     calls ``add`` and ``step`` (the GPT stage's, or ``decode_alone``'s caller)."""
 
+    @torch.inference_mode()
     def __init__(self, model: T2SModel, slots: int, context: int):
         config = model.config
         device, dtype = model.to_logits.weight.device, model.to_logits.weight.dtype
@@ -345,6 +346,7 @@ class DecodeBatch:
 
     # ------------------------------------------------------------------ decode step
 
+    @torch.inference_mode()
     def step(self) -> None:
         """One iteration: every request is polled for a stop; every live row moves one token forward;
         then waiting rows are prefilled into free slots (their step 0), to join the next step."""
@@ -401,7 +403,7 @@ class DecodeBatch:
             [st.owner[s].step < STEPS_WITHOUT_EOS for s in slot_list],
             device=logits.device,  # type: ignore[union-attr]
         )
-        logits = logits.clone()
+        logits = logits.float().clone()  # sampling runs in float32, also for half-precision models
         logits[:, eos].masked_fill_(blocked, -float("inf"))
         penalized = penalize_seen(logits, st.seen[slots], st.penalty[slots])
         probs = filtered_probs_rows(
