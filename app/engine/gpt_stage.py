@@ -39,8 +39,9 @@ class GptStats:
 
 
 class GptStage:
-    def __init__(self, slots: int, context: int):
+    def __init__(self, slots: int, context: int, threads: int = 0):
         self.slots, self.context = slots, context
+        self._threads = threads  # PyTorch CPU threads of the GPT thread (0: PyTorch's default)
         self._cond = threading.Condition()
         self._inbox: list = []  # (model, group, done event) from request threads
         self._batches: weakref.WeakKeyDictionary[T2SModel, DecodeBatch] = weakref.WeakKeyDictionary()
@@ -68,6 +69,10 @@ class GptStage:
                 raise RuntimeError("the GPT stage stopped")
         return group.tokens()
 
+    def live_rows(self) -> int:
+        """Rows decoding now, over every batch (read from another thread: a snapshot)."""
+        return sum(b.live_rows() for b in (*list(self._batches.values()), *list(self._private)))
+
     def alive(self) -> bool:
         return self._thread.is_alive() and not self._closed
 
@@ -90,6 +95,8 @@ class GptStage:
         return any(b.busy for b in (*self._batches.values(), *self._private))
 
     def _loop(self) -> None:
+        if self._threads:
+            torch.set_num_threads(self._threads)  # per thread: OpenMP's thread count is a thread's own
         with torch.inference_mode():
             while True:
                 with self._cond:

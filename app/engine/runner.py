@@ -9,6 +9,8 @@ import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+import torch
+
 from app.engine.errors import EngineError
 from app.engine.jobs import SynthesisJob
 from app.engine.memory import release_freed_memory
@@ -31,13 +33,16 @@ class WorkItem:
 
 
 class Runner:
-    def __init__(self, noise_scale: float, stages: Stages = ALONE):
+    def __init__(self, noise_scale: float, stages: Stages = ALONE, threads: int = 0):
         self.noise_scale = noise_scale  # the SoVITS decoder's sampling noise (GSV_DECODER_NOISE_SCALE)
         self.stages = stages  # how a request's stages meet other requests' (continuous batching or not)
+        self.threads = threads  # PyTorch CPU threads of each worker thread (0: PyTorch's default)
 
     def __call__(self, batch: Sequence[Ticket]) -> None:
         """Run each ticket of a batch through the pipeline, one after another (with continuous
         batching, every worker thread gets batches of one and meets the others in the GPT stage)."""
+        if self.threads and torch.get_num_threads() != self.threads:
+            torch.set_num_threads(self.threads)  # per thread: OpenMP's thread count is a thread's own
         for ticket in batch:
             item: WorkItem = ticket.job
             token = request_id_var.set(ticket.request_id)

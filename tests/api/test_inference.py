@@ -208,7 +208,7 @@ def test_stop_cancels_one_request_by_id_and_the_service_keeps_serving(server, na
 
 def test_full_queue_answers_429_with_retry_after(server, names):
     pick = {"gpt_weights": V2_GPT, "sovits_weights": sovits_name(names, "v2")}
-    with server(max_queue=1) as client:
+    with server(max_queue=1, gpt_slots=1) as client:  # one request runs at a time, one may wait
         scheduler = client.app.state.engine.scheduler
 
         def start_slow_request_until(state: tuple[int, int]):
