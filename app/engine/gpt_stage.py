@@ -9,8 +9,8 @@ decoders of other requests run on their own threads meanwhile.
 
 A request whose rows can never fit the shared slots (more rows than slots, or more positions than a
 slot holds) is decoded in a batch of its own, stepped by the same loop. Batches of models that are
-no longer loaded vanish with their model; an idle batch of another model is freed before a new one is
-allocated.
+no longer loaded vanish with their model (a batch holds its model weakly); under memory pressure the
+idle batches of other models are freed before a new one is allocated.
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ from dataclasses import dataclass
 
 import torch
 
+from app.engine.memory import available_bytes
 from app.engine.models.t2s import T2SModel
 from app.engine.models.t2s_decode import DecodeBatch, DecodeRequest, new_group
 
@@ -110,8 +111,8 @@ class GptStage:
                             batch.fail_all(RuntimeError("the GPT stage is closed"))
                         return
                     arrivals, self._inbox = self._inbox, []
-                for model, group in arrivals:
-                    self._place(model, group)
+                self._place_all(arrivals)
+                del arrivals  # this frame must not keep a model alive (batches hold theirs weakly)
                 for batch in [*self._batches.values(), *self._private]:
                     if batch.busy:
                         self._step(batch)
@@ -119,13 +120,14 @@ class GptStage:
                     self._retire(batch)
                     self._private.remove(batch)
 
+    def _place_all(self, arrivals: list) -> None:
+        for model, group in arrivals:
+            self._place(model, group)
+
     def _place(self, model: T2SModel, group) -> None:
         batch = self._batches.get(model)
         if batch is None:
-            for other, idle in list(self._batches.items()):
-                if not idle.busy:  # free an idle model's slots before allocating new ones
-                    self._retire(idle)
-                    del self._batches[other]
+            self._make_room(model)
             batch = self._batches[model] = DecodeBatch(model, self.slots, self.context)
             log.info("GPT slots allocated: %d x %d positions", self.slots, self.context)
         if batch.fits(group):
@@ -135,6 +137,22 @@ class GptStage:
         own.add(group)
         self._private.append(own)
         log.info("a request larger than the shared GPT slots decodes in a batch of its own")
+
+    def _make_room(self, model: T2SModel) -> None:
+        """Under memory pressure (less free than the new slots need, with a margin), free the slots
+        of other models that have no live rows. Slots of loaded models are otherwise kept: switching
+        between two voices must not reallocate GBs on every request."""
+        weight = model.to_logits.weight
+        config = model.config
+        needed = 2 * config.num_layers * self.slots * self.context * config.dim * weight.element_size()
+        free = available_bytes(str(weight.device))
+        if free is not None and free >= 2 * needed:
+            return
+        for other, idle in list(self._batches.items()):
+            if not idle.busy:
+                self._retire(idle)
+                del self._batches[other]
+                log.info("freed the GPT slots of an idle model (memory pressure)")
 
     def _step(self, batch: DecodeBatch) -> None:
         try:

@@ -1,4 +1,4 @@
-"""Giving freed memory back to the operating system.
+"""Giving freed memory back to the operating system, and how much is left.
 
 glibc's allocator keeps memory that Python and PyTorch free (model weights of an evicted 1.5 GB v3/v4
 model, large activations of the last synthesis) in its arenas for reuse, so the process's resident size
@@ -33,3 +33,20 @@ def release_freed_memory() -> bool:
     if _MALLOC_TRIM is None:
         return False
     return bool(_MALLOC_TRIM(0))
+
+
+def available_bytes(device: str) -> int | None:
+    """Memory free for new allocations on ``device`` (CUDA: free device memory; CPU: the kernel's
+    MemAvailable), or None where it cannot be read."""
+    if device.startswith("cuda"):
+        import torch
+
+        return int(torch.cuda.mem_get_info(torch.device(device))[0])
+    try:
+        with open("/proc/meminfo", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return None

@@ -5,6 +5,7 @@ gives exactly the tokens it gives alone, whatever runs beside it."""
 from __future__ import annotations
 
 import threading
+import time
 
 import pytest
 import torch
@@ -248,5 +249,41 @@ def test_the_gpt_stage_passes_cancellation_back_to_the_caller(model):
     try:
         with pytest.raises(DecodeCancelled):
             stage.decode(model, request(1, should_stop=lambda: True))
+    finally:
+        stage.close()
+
+
+@pytest.mark.parametrize(("free_bytes", "kept"), [(10**15, True), (0, False)])
+def test_idle_slots_of_another_model_are_freed_only_under_memory_pressure(
+    model, monkeypatch, free_bytes, kept
+):
+    import app.engine.gpt_stage as gpt_stage
+
+    monkeypatch.setattr(gpt_stage, "available_bytes", lambda device: free_bytes)
+    other = T2SModel(CONFIG).eval()
+    stage = GptStage(slots=2, context=64)
+    try:
+        stage.decode(model, request(1, lengths=(3,), early_stop_num=4))
+        stage.decode(other, request(2, lengths=(3,), early_stop_num=4))
+        assert (model in stage._batches) == kept
+        assert other in stage._batches
+    finally:
+        stage.close()
+
+
+def test_the_slots_of_a_dropped_model_go_with_it():
+    import gc
+
+    stage = GptStage(slots=2, context=64)
+    try:
+        dropped = T2SModel(CONFIG).eval()
+        stage.decode(dropped, request(1, lengths=(3,), early_stop_num=4))
+        assert len(stage._batches) == 1
+        del dropped
+        deadline = time.monotonic() + 5  # the GPT thread may still be finishing the step that answered
+        while len(stage._batches) and time.monotonic() < deadline:
+            gc.collect()
+            time.sleep(0.01)
+        assert len(stage._batches) == 0  # the batch held its model weakly
     finally:
         stage.close()
