@@ -97,7 +97,8 @@ class Engine:
             # halving the threads was 40% slower, two side lanes of one thread each 4% faster.
             self.gpt_stage = GptStage(self.config.gpt_slots, self.config.gpt_context, threads)
             turn = threading.Lock()
-            stages = Stages(gpt=self.gpt_stage.decode, frontend_turn=turn, decoder_turn=turn)
+            stages = Stages(gpt=lambda model, request: self.gpt_stage.decode(model, request), frontend_turn=turn,
+                            decoder_turn=turn)  # fmt: skip
             workers = self.config.gpt_slots
         runner = Runner(self.config.decoder_noise_scale, stages, worker_threads)
         self.scheduler = Scheduler(runner, max_queue=self.config.max_queue, workers=workers)

@@ -17,6 +17,7 @@ import json
 import numpy as np
 import pytest
 
+from app.engine.gpt_stage import GptStage
 from app.engine.jobs import SynthesisJob
 from app.engine.pipeline import SynthesisResult
 from app.engine.voice import Voice
@@ -53,7 +54,7 @@ def _stage_params() -> list:
 
 
 def _our_t2s_call(case: dict) -> dict[int, int]:
-    """Corpus GPT call index → index of our ``generate`` call.
+    """Corpus GPT call index → index of our GPT call.
 
     The corpus wrapped both of upstream's decode methods, and a prompt-free parallel decode runs the
     sequential method inside itself: that one decode was recorded twice, the inner sequential call
@@ -88,24 +89,25 @@ def job_for(case: dict) -> SynthesisJob:
 
 
 class _Recorder:
-    """Wraps a voice's GPT ``generate`` and SoVITS ``decode`` to keep the arrays the corpus records."""
+    """Wraps the engine's GPT stage (the shared decode every request goes through) and the voice's
+    SoVITS ``decode`` to keep the arrays the corpus records."""
 
-    def __init__(self, voice: Voice):
+    def __init__(self, stage: GptStage, voice: Voice):
         self.arrays: dict[str, np.ndarray] = {}
         self._t2s_calls = 0
         self._vits_calls = 0
-        self._generate = voice.t2s.generate
+        self._gpt = stage.decode
         self._decode = voice.sovits.decode
 
-    def generate(self, phones, berts, prompt, **kwargs):
+    def gpt(self, model, request):
         i = self._t2s_calls
         self._t2s_calls += 1
-        for r, (p, b) in enumerate(zip(phones, berts, strict=True)):
+        for r, (p, b) in enumerate(zip(request.phones, request.berts, strict=True)):
             self.arrays[f"t2s_{i}_x_{r}"] = p.numpy()
             self.arrays[f"t2s_{i}_bert_{r}"] = b.numpy()
-        if prompt is not None:
-            self.arrays[f"t2s_{i}_prompts"] = prompt.expand(len(phones), -1).numpy()
-        tokens = self._generate(phones, berts, prompt, **kwargs)
+        if request.prompt is not None:
+            self.arrays[f"t2s_{i}_prompts"] = request.prompt.expand(len(request.phones), -1).numpy()
+        tokens = self._gpt(model, request)
         for r, t in enumerate(tokens):
             self.arrays[f"t2s_{i}_tokens_{r}"] = t.numpy()
         return tokens
@@ -136,12 +138,12 @@ def run_case(engine):
         if case["id"] not in runs:
             gpt, sovits = case_model_names(case)
             voice = engine.models.voice(gpt, sovits)  # the voice the engine's call will run on
-            recorder = _Recorder(voice)
-            voice.t2s.generate, voice.sovits.decode = recorder.generate, recorder.decode
+            recorder = _Recorder(engine.gpt_stage, voice)
+            engine.gpt_stage.decode, voice.sovits.decode = recorder.gpt, recorder.decode
             try:
                 result = synthesize(engine, job_for(case), gpt, sovits)
             finally:
-                del voice.t2s.generate, voice.sovits.decode  # back to the class methods
+                del engine.gpt_stage.decode, voice.sovits.decode  # back to the class methods
             runs[case["id"]] = (result, recorder.arrays)
         return runs[case["id"]]
 
