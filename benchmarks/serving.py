@@ -189,9 +189,9 @@ class PeakMemory:
             self.peak = max(self.peak, self._rss())
 
 
-def make_job(client: int, number: int) -> tuple[SynthesisJob, str]:
+def make_job(client: int, number: int, voices: list[str] = list(VOICES)) -> tuple[SynthesisJob, str]:  # noqa: B006
     text, lang = TEXTS[(client + number) % len(TEXTS)]
-    voice = list(VOICES)[client % len(VOICES)]
+    voice = voices[client % len(voices)]
     job = SynthesisJob(
         text=text,
         text_lang=lang,
@@ -205,7 +205,12 @@ def make_job(client: int, number: int) -> tuple[SynthesisJob, str]:
     return job, VOICES[voice]
 
 
-async def drive(engine: Engine, clients: int, requests: int) -> tuple[list[float], float]:
+async def drive(
+    engine: Engine,
+    clients: int,
+    requests: int,
+    voices: list[str] = list(VOICES),  # noqa: B006
+) -> tuple[list[float], float]:
     """``clients`` concurrent clients, ``requests`` each in turn: (latencies, seconds of audio)."""
     latencies: list[float] = []
     audio = 0.0
@@ -213,7 +218,7 @@ async def drive(engine: Engine, clients: int, requests: int) -> tuple[list[float
     async def client(i: int) -> None:
         nonlocal audio
         for n in range(requests):
-            job, sovits = make_job(i, n)
+            job, sovits = make_job(i, n, voices)
             started = time.perf_counter()
             result = await engine.synthesize(job, GPT_NAME, sovits)
             latencies.append(time.perf_counter() - started)
@@ -238,12 +243,12 @@ def run_mode(root: Path, continuous: bool, args, counters: Counters) -> dict[str
     mode = "continuous" if continuous else "one-at-a-time"
     rows: dict[str, dict] = {}
     try:
-        asyncio.run(drive(engine, len(VOICES), 1))  # warm-up: load both voices, touch every stage
+        asyncio.run(drive(engine, len(args.voices), 1, args.voices))  # warm-up: load the voices
         for clients in args.clients:
             counters.reset()
             with PeakMemory(engine.device) as memory:
                 started = time.perf_counter()
-                latencies, audio = asyncio.run(drive(engine, clients, args.requests))
+                latencies, audio = asyncio.run(drive(engine, clients, args.requests, args.voices))
                 wall = time.perf_counter() - started
             latencies.sort()
             rows[f"{mode}/{clients}"] = {
@@ -313,6 +318,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--requests", type=int, default=2, help="requests per client, one after another")
     parser.add_argument("--modes", default="continuous,one-at-a-time")
     parser.add_argument(
+        "--voices", type=lambda s: s.split(","), default=list(VOICES), help="v2ProPlus,v2 (clients alternate)"
+    )
+    parser.add_argument(
         "--max-sec", type=float, default=2.0, help="the GPT's max_sec: 50 x this tokens a piece"
     )
     parser.add_argument("--slots", type=int, default=16)
@@ -335,7 +343,7 @@ def main(argv: list[str] | None = None) -> None:
     print(
         f"# {platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, "
         f"device {args.device}{' half' if args.half else ''}, {args.requests} request(s) per client, "
-        f"max_sec {args.max_sec:g}, {args.slots} slots"
+        f"max_sec {args.max_sec:g}, {args.slots} slots, voices {','.join(args.voices)}"
     )
     results: dict[str, dict] = {}
     for mode in modes:

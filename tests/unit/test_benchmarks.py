@@ -140,3 +140,41 @@ def test_responsiveness_benchmark_prints_its_table(capsys):
     for row in rows:
         seconds, status, worst = (cell.strip() for cell in row.split("|")[1:])
         assert float(seconds) >= 0 and status in ("200", "422") and float(worst) < 5
+
+
+# --------------------------------------------------------------------------- serving.py
+
+
+@pytest.fixture(scope="module")
+def serving():
+    spec = importlib.util.spec_from_file_location("bench_serving", SCRIPT.parent / "serving.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _serving_row(clients: int, throughput: float, p95: float) -> dict:
+    return {
+        "clients": clients, "requests": clients, "wall_s": 10.0, "audio_s": 10 * throughput,
+        "throughput": throughput, "p50_s": p95 / 2, "p95_s": p95, "gpt_tokens_per_s": 50.0,
+        "mean_rows": 3.0, "peak_mem_gb": 4.0,
+    }  # fmt: skip
+
+
+def test_serving_compares_the_modes_and_a_baseline(serving):
+    results = {
+        "continuous/16": _serving_row(16, 1.5, 40.0),
+        "one-at-a-time/16": _serving_row(16, 0.75, 80.0),
+    }
+    comparison = serving.mode_comparison(results)
+    assert comparison[1].split() == ["16", "2.00", "0.50"]
+    table = serving.format_table(results, {"continuous/16": _serving_row(16, 3.0, 20.0)})
+    ratios = table[2].split()
+    assert ratios[:2] == ["x", "baseline"] and ratios[4] == "0.50"  # throughput halved vs the baseline
+
+
+def test_serving_jobs_are_seeded_and_alternate_voices(serving):
+    (a, voice_a), (b, voice_b) = serving.make_job(0, 0), serving.make_job(1, 0)
+    assert voice_a != voice_b and a.seed != b.seed and not a.keep_random
+    again, _ = serving.make_job(0, 0)
+    assert again.seed == a.seed and again.text == a.text
