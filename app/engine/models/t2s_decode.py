@@ -94,7 +94,6 @@ class _Cohort:
         self.rows = rows  # indices into the request's rows
         self.slots: dict[int, int] = {}  # row → slot while live
         self.step = 0
-        self.prompt_len = owner.prompt_len
 
     @property
     def live_rows(self) -> list[int]:
@@ -399,10 +398,8 @@ class DecodeBatch:
                 rows = cohort.live_rows
                 hook(rows, cohort.step, logits[[where[cohort.slots[r]] for r in rows]])
         # EOS cannot be drawn in a cohort's first steps (upstream drops its column there).
-        blocked = torch.tensor(
-            [st.owner[s].step < STEPS_WITHOUT_EOS for s in slot_list],
-            device=logits.device,  # type: ignore[union-attr]
-        )
+        steps = {s: c.step for c in cohorts for s in c.slots.values()}
+        blocked = torch.tensor([steps[s] < STEPS_WITHOUT_EOS for s in slot_list], device=logits.device)
         logits = logits.float().clone()  # sampling runs in float32, also for half-precision models
         logits[:, eos].masked_fill_(blocked, -float("inf"))
         penalized = penalize_seen(logits, st.seen[slots], st.penalty[slots])
