@@ -96,9 +96,11 @@ class Engine:
             # once, each with every CPU thread. Measured on 2 cores (benchmarks/serving.py, 16 clients):
             # halving the threads was 40% slower, two side lanes of one thread each 4% faster.
             self.gpt_stage = GptStage(self.config.gpt_slots, self.config.gpt_context, threads)
-            turn = threading.Lock()
-            stages = Stages(gpt=lambda model, request: self.gpt_stage.decode(model, request), frontend_turn=turn,
-                            decoder_turn=turn)  # fmt: skip
+            # Looked up per call, so that the stage's ``decode`` can be wrapped (the conformance
+            # recorder does) without rebuilding the runner.
+            stages = Stages(
+                gpt=lambda model, request: self.gpt_stage.decode(model, request), turn=threading.Lock()
+            )
             workers = self.config.gpt_slots
         runner = Runner(self.config.decoder_noise_scale, stages, worker_threads)
         self.scheduler = Scheduler(runner, max_queue=self.config.max_queue, workers=workers)

@@ -44,7 +44,7 @@ class GptStage:
         self.slots, self.context = slots, context
         self._threads = threads  # PyTorch CPU threads of the GPT thread (0: PyTorch's default)
         self._cond = threading.Condition()
-        self._inbox: list = []  # (model, group, done event) from request threads
+        self._inbox: list = []  # (model, group) handed over by request threads
         self._batches: weakref.WeakKeyDictionary[T2SModel, DecodeBatch] = weakref.WeakKeyDictionary()
         self._private: list[DecodeBatch] = []
         self._closed = False
@@ -106,7 +106,7 @@ class GptStage:
                     if self._closed:
                         arrivals, self._inbox = self._inbox, []
                         for _, group in arrivals:
-                            group.fail(RuntimeError("the GPT stage is closed"))
+                            group.finish(RuntimeError("the GPT stage is closed"))
                         for batch in (*self._batches.values(), *self._private):
                             batch.fail_all(RuntimeError("the GPT stage is closed"))
                         return
@@ -133,7 +133,7 @@ class GptStage:
         if batch.fits(group):
             batch.add(group)
             return
-        own = DecodeBatch(model, group.rows_at_once(), group.context_needed_max())
+        own = DecodeBatch.sized_for(model, group)
         own.add(group)
         self._private.append(own)
         log.info("a request larger than the shared GPT slots decodes in a batch of its own")

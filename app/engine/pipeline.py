@@ -19,7 +19,7 @@ Upstream's ``TTS.run`` (non-streaming), stage by stage:
 
 Concurrency: the pipeline runs on a request's own worker thread. ``Stages`` says how its heavy parts
 meet other requests': the GPT decode goes to the shared GPT stage (continuous batching) or runs alone,
-and the frontend and the decoder each take a turn (one request at a time in each), so many running
+and the frontend and the decoder take turns (one request at a time in either), so many running
 requests overlap stage by stage instead of all computing at once.
 
 Randomness (GPT sampling, decoder noise, the v3/v4 sampler's start noise) comes from one
@@ -78,8 +78,7 @@ class Stages:
     """How a request's heavy parts run beside other requests' (see the module docstring)."""
 
     gpt: Callable[[T2SModel, DecodeRequest], list[torch.Tensor]] = _decode_alone
-    frontend_turn: AbstractContextManager = nullcontext()
-    decoder_turn: AbstractContextManager = nullcontext()
+    turn: AbstractContextManager = nullcontext()  # held for the frontend and for each decoder call
 
 
 ALONE = Stages()
@@ -126,7 +125,7 @@ def synthesize(
     if generator is None:
         generator = torch.Generator(device=voice.device).manual_seed(plan.seed)
 
-    with stages.frontend_turn:
+    with stages.turn:
         # references (main first: its conditioning leads the average, as upstream orders them)
         conditioning = [voice.conditioning(r) for r in plan.references]
         check_stop()
@@ -181,7 +180,7 @@ def synthesize(
                                 generator, should_stop, stages)  # fmt: skip
         check_stop()
         phones = [torch.tensor(segments[i].phone_ids, dtype=torch.long) for i in rows]
-        with stages.decoder_turn:
+        with stages.turn:
             audio = voice.decoder.fragments(tokens, phones, conditioning, settings)
         for index, fragment in zip(rows, audio, strict=True):
             fragments[index] = fragment

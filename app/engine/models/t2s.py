@@ -105,8 +105,7 @@ class SinePositions(nn.Module):
     def forward(self, x: torch.Tensor, start: int = 0) -> torch.Tensor:
         """``x``: ``[..., n, dim]`` embeddings of positions ``start .. start + n - 1``."""
         end = start + x.shape[-2]
-        if end > self.table.shape[0]:
-            self.table = sine_table(max(end, 2 * self.table.shape[0]), x.shape[-1]).to(self.table)
+        self.ensure(end)
         return x + self.alpha * self.table[start:end].to(x.dtype)
 
     def ensure(self, num_positions: int) -> None:

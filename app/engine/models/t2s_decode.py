@@ -150,16 +150,6 @@ class _Group:
         if self.on_finished is not None:
             self.on_finished()
 
-    def fail(self, error: BaseException) -> None:
-        self.finish(error)
-
-    def rows_at_once(self) -> int:
-        """Slots this request needs at the same time (all rows if parallel, else one)."""
-        return max(len(c.rows) for c in self.waiting)
-
-    def context_needed_max(self) -> int:
-        return max(self.context_needed(c) for c in self.waiting)
-
     def context_needed(self, cohort: _Cohort) -> int:
         """Positions one row of ``cohort`` may fill: its phones (padded to the cohort's longest),
         the prompt codes and every step it may take."""
@@ -196,6 +186,12 @@ class _Slots:
 class DecodeBatch:
     """Slots of one GPT model; requests join and leave between steps. Not thread-safe: one thread
     calls ``add`` and ``step`` (the GPT stage's, or ``decode_alone``'s caller)."""
+
+    @classmethod
+    def sized_for(cls, model: T2SModel, group: _Group) -> DecodeBatch:
+        """A batch of ``group``'s own, just large enough for it (all its rows if parallel, else one)."""
+        slots = max(len(c.rows) for c in group.waiting)
+        return cls(model, slots, max(group.context_needed(c) for c in group.waiting))
 
     @torch.inference_mode()
     def __init__(self, model: T2SModel, slots: int, context: int):
@@ -442,7 +438,7 @@ class DecodeBatch:
     def fail_all(self, error: BaseException) -> None:
         """End every request in this batch with ``error`` (a failed step, or shutdown)."""
         for group in self._groups():
-            group.fail(error)
+            group.finish(error)
         for slot in range(self.capacity):
             self._free(slot)
         self._waiting.clear()
@@ -461,7 +457,7 @@ class DecodeBatch:
 def decode_alone(model: T2SModel, request: DecodeRequest) -> list[torch.Tensor]:
     """Decode one request in a batch of its own, sized to it (the path of ``T2SModel.generate``)."""
     group = _Group(model, request)
-    batch = DecodeBatch(model, group.rows_at_once(), group.context_needed_max())
+    batch = DecodeBatch.sized_for(model, group)
     batch.add(group)
     while not group.finished:
         batch.step()
