@@ -23,6 +23,7 @@ import torch.nn.functional as F
 from app.engine.models.sovits import SoVITSSynthesizer
 from app.engine.models.sovits_v3 import SoVITSV3, denorm_spec
 from app.engine.models.vocoders import BigVGANVocoder, HiFiGANVocoderV4
+from app.engine.streaming import SOLA_SEARCH, ChunkDecoder, align_and_blend
 
 Vocoder = BigVGANVocoder | HiFiGANVocoderV4
 
@@ -58,6 +59,7 @@ class DecoderTraits:
     needs_prompt_text: bool  # v3/v4 cannot decode without the reference's text (upstream's NO_PROMPT_ERROR)
     uses_aux_references: bool  # v1-v2ProPlus average every reference's timbre; v3/v4 read the main one
     buckets_when_batched: bool  # v3/v4 turn split_bucket off in parallel mode (pieces stay in text order)
+    streams_tokens: bool  # decodes chunks of tokens (streaming modes 2/3); v3/v4 fall back to mode 1
 
 
 class Decoder(Protocol):
@@ -76,7 +78,9 @@ class Decoder(Protocol):
 class SoVITSDecoder:
     """v1/v2/v2Pro/v2ProPlus: the SoVITS synthesizer decodes tokens straight to audio."""
 
-    traits = DecoderTraits(needs_prompt_text=False, uses_aux_references=True, buckets_when_batched=True)
+    traits = DecoderTraits(
+        needs_prompt_text=False, uses_aux_references=True, buckets_when_batched=True, streams_tokens=True
+    )
 
     def __init__(self, model: SoVITSSynthesizer):
         self.model = model
@@ -89,10 +93,7 @@ class SoVITSDecoder:
         references: Sequence[ReferenceConditioning],
         settings: DecodeSettings,
     ) -> list[torch.Tensor]:
-        specs = [r.spectrogram for r in references]
-        embeddings = None
-        if self.model.config.uses_speaker_embedding:
-            embeddings = [r.speaker_embedding for r in references]
+        specs, embeddings = self._conditioning(references)
 
         def decode(codes: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
             audio = self.model.decode(
@@ -120,12 +121,46 @@ class SoVITSDecoder:
             start = end
         return pieces
 
+    def samples_per_token(self, speed: float) -> float:
+        return self.model.config.samples_per_code / speed
+
+    def chunk_decoder(
+        self, phones: torch.Tensor, references: Sequence[ReferenceConditioning], settings: DecodeSettings
+    ) -> ChunkDecoder:
+        """Streaming: a function decoding the chunks of one piece (see ``PieceStitcher``)."""
+        specs, embeddings = self._conditioning(references)
+
+        def decode(codes: torch.Tensor, keep: int | None, overlap: torch.Tensor | None):
+            audio, latent = self.model.decode_streaming(
+                codes.view(1, 1, -1),
+                phones.view(1, -1),
+                specs,
+                speed=settings.speed,
+                sv_embs=embeddings,
+                noise_scale=settings.noise_scale,
+                generator=settings.generator,
+                keep_codes=keep,
+                overlap_latent=overlap,
+            )
+            return audio[0, 0], latent
+
+        return decode
+
+    def _conditioning(self, references: Sequence[ReferenceConditioning]):
+        specs = [r.spectrogram for r in references]
+        embeddings = None
+        if self.model.config.uses_speaker_embedding:
+            embeddings = [r.speaker_embedding for r in references]
+        return specs, embeddings
+
 
 class VocoderDecoder:
     """v3/v4: SoVITS content features -> flow-matching sampler -> vocoder. Only the main reference is
     used: upstream ignores auxiliary references for v3/v4."""
 
-    traits = DecoderTraits(needs_prompt_text=True, uses_aux_references=False, buckets_when_batched=False)
+    traits = DecoderTraits(
+        needs_prompt_text=True, uses_aux_references=False, buckets_when_batched=False, streams_tokens=False
+    )
 
     def __init__(self, model: SoVITSV3, vocoder: Vocoder):
         self.model = model
@@ -244,27 +279,16 @@ class VocoderDecoder:
         return next(self.vocoder.parameters()).dtype
 
 
-def cross_fade_chunks(chunks: Sequence[torch.Tensor], overlap: int, search: int = 320) -> torch.Tensor:
-    """Join audio chunks that overlap by ``overlap`` samples (upstream's ``sola_algorithm``).
-
-    Each chunk's start is shifted by up to ``search`` samples to where it best matches the previous
-    chunk's tail (normalised cross-correlation), then the two are blended over ``overlap`` samples with
-    the halves of a Hann window; the previous chunk loses its overlapping tail.
-    """
+def cross_fade_chunks(chunks: Sequence[torch.Tensor], overlap: int, search: int = SOLA_SEARCH) -> torch.Tensor:
+    """Join audio chunks that overlap by ``overlap`` samples (upstream's ``sola_algorithm``): each
+    chunk is aligned to and cross-faded with its predecessor's tail (:func:`align_and_blend`), which
+    loses its overlapping part."""
     if not chunks:
         return torch.zeros(0)
     dtype = chunks[0].dtype
     joined = [chunks[0].float()]
     for nxt in chunks[1:]:
-        prev, nxt = joined[-1], nxt.float()
-        tail = prev[-overlap:]
-        window = nxt[: overlap + search]
-        correlation = F.conv1d(window.view(1, 1, -1), tail.view(1, 1, -1)).view(-1)
-        energy = F.conv1d(window.view(1, 1, -1) ** 2, torch.ones_like(tail).view(1, 1, -1)).view(-1) + 1e-8
-        shift = int((correlation / energy.sqrt()).argmax())
-        fade = torch.hann_window(2 * overlap, device=nxt.device, dtype=nxt.dtype)
-        shifted = nxt[shift:].clone()
-        shifted[:overlap] = fade[:overlap] * shifted[:overlap] + fade[overlap:] * tail
-        joined[-1] = prev[:-overlap]
-        joined.append(shifted)
+        _, blended = align_and_blend(joined[-1], nxt, overlap, search)
+        joined[-1] = joined[-1][:-overlap]
+        joined.append(blended)
     return torch.cat(joined, 0).to(dtype)

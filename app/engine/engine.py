@@ -12,20 +12,24 @@ below it reads settings, and nothing here knows about HTTP: refusals are ``app.e
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import threading
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from app.engine import planning
 from app.engine.gpt_stage import GptStage
 from app.engine.jobs import SynthesisJob
 from app.engine.model_manager import GptChoice, ModelManager, SovitsChoice
+from app.engine.models.t2s_decode import decode_alone
 from app.engine.pipeline import ALONE, DEFAULT_NOISE_SCALE, Stages, SynthesisResult
 from app.engine.runner import Runner, WorkItem
-from app.engine.scheduler import Scheduler
+from app.engine.scheduler import Scheduler, Ticket
 from app.engine.text import zh
 from app.engine.text.cut import to_cut
 from app.engine.text.en import lexicon as en_lexicon
@@ -49,6 +53,16 @@ class EngineConfig:
     continuous_batching: bool = True
     gpt_slots: int = 16  # rows decoded together per loaded GPT model
     gpt_context: int = 2048  # positions per slot (phones + reference codes + generated tokens)
+    cuda_graphs: bool = True  # GPT decode steps replayed from CUDA graphs (on CUDA only)
+
+
+@dataclass(frozen=True)
+class AudioStream:
+    """A synthesis answered in chunks: int16 mono audio at ``sample_rate``, made with ``seed``."""
+
+    sample_rate: int
+    seed: int
+    chunks: AsyncIterator[np.ndarray]
 
 
 @dataclass
@@ -91,11 +105,15 @@ class Engine:
         # PyTorch's CPU thread count is per thread (OpenMP), so it is set in each worker thread.
         threads = self.config.torch_threads or torch.get_num_threads()
         stages, workers, worker_threads = ALONE, 1, threads
+        if not self.config.cuda_graphs:
+            stages = Stages(gpt=lambda model, request: decode_alone(model, request, graphs=False))
         if self.config.continuous_batching:
             # The GPT thread and one other stage (frontend or decoder, which take turns) compute at
             # once, each with every CPU thread. Measured on 2 cores (benchmarks/serving.py, 16 clients):
             # halving the threads was 40% slower, two side lanes of one thread each 4% faster.
-            self.gpt_stage = GptStage(self.config.gpt_slots, self.config.gpt_context, threads)
+            self.gpt_stage = GptStage(
+                self.config.gpt_slots, self.config.gpt_context, threads, self.config.cuda_graphs
+            )
             # Looked up per call, so that the stage's ``decode`` can be wrapped (the conformance
             # recorder does) without rebuilding the runner.
             stages = Stages(
@@ -161,6 +179,51 @@ class Engine:
         """Check the job, get its voice (with these models, else the current ones), queue it for the
         worker and await its audio. The voice is fixed here, so a weight switch while it waits does
         not affect it; loading it never holds up the worker."""
+        ticket = self._enqueue(await self._prepare(job, gpt_weights, sovits_weights))
+        try:
+            return await ticket.future
+        except asyncio.CancelledError:  # the caller gave up (its client went away): free the worker
+            self.scheduler.withdraw(ticket)
+            raise
+
+    async def stream(
+        self, job: SynthesisJob, gpt_weights: str | None = None, sovits_weights: str | None = None
+    ) -> AudioStream:
+        """Like ``synthesize``, but the audio comes as int16 chunks while it is made (the job's
+        ``streaming_mode`` says how it is cut; mode 0 gives one chunk). The seed and the sample rate
+        are fixed before the first chunk. Closing the chunk iterator early withdraws the request."""
+        if job.requested_seed == -1:  # drawn now, so that it is known before any audio
+            job = dataclasses.replace(job, seed=planning.resolve_seed(-1), keep_random=False)
+        work = await self._prepare(job, gpt_weights, sovits_weights)
+        loop = asyncio.get_running_loop()
+        arrived: asyncio.Queue[np.ndarray] = asyncio.Queue()
+        work = dataclasses.replace(work, on_chunk=lambda c: loop.call_soon_threadsafe(arrived.put_nowait, c))
+        ticket = self._enqueue(work)
+        extender = work.bandwidth_extender
+        rate = extender.cfg.output_rate if extender is not None else work.voice.sample_rate
+        return AudioStream(rate, job.requested_seed, self._chunks(ticket, arrived))
+
+    async def _chunks(self, ticket: Ticket, arrived: asyncio.Queue) -> AsyncIterator[np.ndarray]:
+        """A ticket's chunks as they arrive; at its end, its error (if any) is raised."""
+        try:
+            while True:
+                next_chunk = asyncio.ensure_future(arrived.get())
+                await asyncio.wait({next_chunk, ticket.future}, return_when=asyncio.FIRST_COMPLETED)
+                if next_chunk.done():
+                    yield next_chunk.result()
+                    continue
+                next_chunk.cancel()
+                # Chunks are handed over before the outcome (one FIFO of loop callbacks): drain them.
+                while not arrived.empty():
+                    yield arrived.get_nowait()
+                ticket.future.result()
+                return
+        finally:
+            if not ticket.future.done():  # the consumer stopped early (client gone): free the worker
+                self.scheduler.withdraw(ticket)
+
+    async def _prepare(self, job: SynthesisJob, gpt_weights: str | None, sovits_weights: str | None) -> WorkItem:
+        """The checks that need no worker, the voice (loaded off the worker) and the job's extras."""
         gpt, sovits = self.models.chosen(gpt_weights, sovits_weights)
         self.models.inspect_sovits(sovits)  # a LoRA without its base: refused before anything loads
         planning.check_request(job)
@@ -171,15 +234,12 @@ class Engine:
         extender = None
         if planning.super_samples(job, voice.model_version):
             extender = await self.models.bandwidth_extender_async()
+        return WorkItem(job, voice, extender)
+
+    def _enqueue(self, work: WorkItem) -> Ticket:
         assert self.scheduler is not None, "engine not started"
-        work = WorkItem(job, voice, extender)
         # Work time grows with the text (tokens to decode), so its length is the job's cost.
-        ticket = self.scheduler.enqueue(request_id_var.get(), work, batch_key=voice.name, cost=len(job.text))
-        try:
-            return await ticket.future
-        except asyncio.CancelledError:  # the caller gave up (its client went away): free the worker
-            self.scheduler.withdraw(ticket)
-            raise
+        return self.scheduler.enqueue(request_id_var.get(), work, batch_key=work.voice.name, cost=len(work.job.text))
 
     def cancel(self, request_id: str | None) -> int:
         return self.scheduler.cancel(request_id) if self.scheduler is not None else 0

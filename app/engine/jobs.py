@@ -55,6 +55,11 @@ PARAMETER_BOUNDS: dict[str, Bounds] = {
     "seed": Bounds(-1, MAX_SEED),
     "repetition_penalty": Bounds(0.0, 2.0),
     "batch_threshold": Bounds(0.0, 1.0),
+    "streaming_mode": Bounds(0, 3),
+    # At least one token of overlap: upstream holds back ``overlap_length`` tokens' worth of audio per
+    # chunk and would emit nothing with 0.
+    "overlap_length": Bounds(1, 20),
+    "min_chunk_length": Bounds(1, 200),
 }
 
 
@@ -132,6 +137,11 @@ class SynthesisJob:
     super_sampling: bool = False  # v3 only
     # Not in the UI: upstream's API parameter for bucketing.
     batch_threshold: float = 0.75
+    # Streaming (upstream api_v2's ``streaming_mode``): 0 the whole answer at once; 1 one chunk per GPT
+    # batch of pieces; 2 token chunks cut after "mute-like" semantic tokens; 3 fixed-length token chunks.
+    streaming_mode: int = 0
+    overlap_length: int = 2  # modes 2/3: tokens of latent overlap between consecutive chunk decodes
+    min_chunk_length: int = 16  # modes 2/3: tokens a chunk holds at least
 
     @property
     def uses_prompt_text(self) -> bool:

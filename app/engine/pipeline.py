@@ -13,7 +13,10 @@ Upstream's ``TTS.run`` (non-streaming), stage by stage:
 6. per batch: GPT decode (parallel or sequential) → semantic tokens → the voice's decoder → one
    waveform per piece (SoVITS for v1-v2ProPlus; content features -> flow matching -> vocoder for v3/v4,
    through the same interface);
-7. assembly in text order: each piece peak-limited and followed by ``fragment_interval`` of silence;
+7. streaming (``streaming_mode`` 1-3, see ``app.engine.streaming``): mode 1 hands out each batch's
+   audio as soon as it is decoded; modes 2/3 decode each piece alone, its tokens in chunks while
+   the GPT decodes, with no bucketing; otherwise,
+8. assembly in text order: each piece peak-limited and followed by ``fragment_interval`` of silence;
    for v3 with ``super_sampling``, the whole waveform is extended 24 -> 48 kHz (AP-BWE) and peak-limited
    again; then int16.
 
@@ -29,7 +32,10 @@ reproducible and needs no global seeding.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
+import queue
+import threading
 import time
 from collections.abc import Callable
 from contextlib import AbstractContextManager, nullcontext
@@ -46,6 +52,7 @@ from app.engine.models.bandwidth_extension import BandwidthExtender
 from app.engine.models.t2s import DecodeCancelled, T2SModel
 from app.engine.models.t2s_decode import DecodeRequest
 from app.engine.planning import closed_prompt_text, plan_batches, plan_synthesis
+from app.engine.streaming import PieceStitcher, TokenChunker
 from app.engine.text.preprocess import Segment, phones_for_piece, preprocess
 from app.engine.voice import Voice
 
@@ -103,12 +110,15 @@ def synthesize(
     generator: torch.Generator | None = None,
     bandwidth_extender: BandwidthExtender | None = None,
     stages: Stages = ALONE,
+    on_chunk: Callable[[np.ndarray], None] | None = None,
 ) -> SynthesisResult:
     """Run one job. ``noise_scale``: the SoVITS decoder's sampling noise (the service's
     ``GSV_DECODER_NOISE_SCALE``; 0 reproduces the conformance corpus). ``should_stop`` is polled at
     every GPT decode step and between stages; when it returns True, ``Cancelled`` is raised.
     ``generator`` replaces the one seeded from the job (the reported seed is still the job's).
     ``bandwidth_extender``: the AP-BWE model, needed when a v3 job asks for ``super_sampling``.
+    ``on_chunk`` receives the int16 audio as it is made, in the chunks of the job's
+    ``streaming_mode`` (mode 0: the whole answer once); the result holds all of it either way.
 
     Refusals are ``app.engine.errors`` kinds (InvalidRequest for the job's rules, text with nothing
     readable and bad references; Conflict for super-sampling without its model; Cancelled).
@@ -162,12 +172,41 @@ def synthesize(
         sample_steps=job.sample_steps,
         batched=job.parallel_infer,
     )
+    pause = silence_samples(voice.model_sample_rate, job.fragment_interval)
+    extender = bandwidth_extender if plan.super_sample else None
+    streamed: list[np.ndarray] = []
+
+    def emit(chunk: np.ndarray) -> None:
+        streamed.append(chunk)
+        if on_chunk is not None:
+            on_chunk(chunk)
+
+    if plan.streaming_mode in (2, 3):
+        log.info(
+            "streaming %d piece(s) in token chunks (mode %d, seed %d)", len(segments), plan.streaming_mode, plan.seed
+        )
+        similarity = voice.mute_similarity if plan.streaming_mode == 2 else None
+        # The GPT samples on its own thread while this one decodes chunks: the decoder's noise gets a
+        # stream of its own (seeded alike), so a seeded stream does not depend on thread timing.
+        settings = dataclasses.replace(
+            settings, generator=torch.Generator(device=voice.device).manual_seed(plan.seed)
+        )
+        for number, (segment, feature) in enumerate(zip(segments, features, strict=True), start=1):
+            check_stop()
+            request = _gpt_request(job, [segment], [feature], prompt, generator, should_stop, parallel=False)
+            _stream_piece(request, voice, segment, conditioning, settings, similarity, stages, emit, job)
+            emit(np.zeros(pause, dtype=np.int16))
+            if on_progress is not None:
+                on_progress("batch", number, len(segments))
+        return _finished(np.concatenate(streamed), voice.sample_rate, plan.seed, started)
+
     batches = plan_batches(
         [len(s.norm_text) for s in segments], job.batch_size, job.batch_threshold, plan.bucket
     )
     log.info(
-        "synthesising %d piece(s) in %d batch(es) (%s GPT decode, seed %d)",
+        "synthesising %d piece(s) in %d batch(es) (%s GPT decode, seed %d%s)",
         len(segments), len(batches), "parallel" if job.parallel_infer else "sequential", plan.seed,
+        ", one chunk per batch" if plan.streaming_mode else "",
     )  # fmt: skip
 
     # per batch: GPT → tokens → waveform per piece
@@ -176,14 +215,18 @@ def synthesize(
     for number, rows in enumerate(batches, start=1):
         check_stop()
         batch_started = time.perf_counter()
-        tokens = _decode_tokens(job, voice, [segments[i] for i in rows], [features[i] for i in rows], prompt,
-                                generator, should_stop, stages)  # fmt: skip
+        request = _gpt_request(job, [segments[i] for i in rows], [features[i] for i in rows], prompt,
+                               generator, should_stop, parallel=job.parallel_infer)  # fmt: skip
+        tokens = _decode_tokens(voice, request, stages)
         check_stop()
         phones = [torch.tensor(segments[i].phone_ids, dtype=torch.long) for i in rows]
         with stages.turn:
             audio = voice.decoder.fragments(tokens, phones, conditioning, settings)
         for index, fragment in zip(rows, audio, strict=True):
             fragments[index] = fragment
+        if plan.streaming_mode:  # mode 1: this batch's pieces, each followed by its pause, as a chunk
+            check_stop()
+            emit(_to_output(assemble_fragments(audio, pause), extender, voice))
         done += len(rows)
         log.info(
             "batch %d/%d: %d piece(s), %s tokens, %.2f s",
@@ -193,57 +236,131 @@ def synthesize(
         if on_progress is not None:
             on_progress("batch", done, len(segments))
 
+    sample_rate = bandwidth_extender.cfg.output_rate if plan.super_sample else voice.sample_rate
+    if plan.streaming_mode:
+        return _finished(np.concatenate(streamed), sample_rate, plan.seed, started)
     # assembly. Quirk kept: the pause length uses the SoVITS model's rate (upstream does so even for
     # v3/v4, whose vocoder output rate differs).
-    pause = silence_samples(voice.model_sample_rate, job.fragment_interval)
     waveform = assemble_fragments([f for f in fragments if f is not None], pause)
-    sample_rate = voice.sample_rate
-    if plan.super_sample:
-        assert bandwidth_extender is not None
-        check_stop()
-        extended = bandwidth_extender.extend(torch.from_numpy(waveform), sample_rate)
+    check_stop()
+    audio = _to_output(waveform, extender, voice)
+    if on_chunk is not None:  # asked for chunks without streaming: the whole answer is the one chunk
+        on_chunk(audio)
+    return _finished(audio, sample_rate, plan.seed, started)
+
+
+def _to_output(waveform: np.ndarray, extender: BandwidthExtender | None, voice: Voice) -> np.ndarray:
+    """Float waveform → the int16 answer: extended 24 → 48 kHz first (v3 super-sampling) when given."""
+    if extender:
+        extended = extender.extend(torch.from_numpy(waveform), voice.sample_rate)
         waveform = peak_limited(extended.cpu().numpy())
-        sample_rate = bandwidth_extender.cfg.output_rate
-    audio = to_int16(waveform)
+    return to_int16(waveform)
+
+
+def _finished(audio: np.ndarray, sample_rate: int, seed: int, started: float) -> SynthesisResult:
     log.info(
         "synthesised %.2f s of audio at %d Hz in %.2f s",
-        audio.shape[0] / sample_rate,
-        sample_rate,
-        time.perf_counter() - started,
-    )
-    return SynthesisResult(sample_rate=sample_rate, audio=audio, seed=plan.seed)
+        audio.shape[0] / sample_rate, sample_rate, time.perf_counter() - started,
+    )  # fmt: skip
+    return SynthesisResult(sample_rate=sample_rate, audio=audio, seed=seed)
 
 
-def _decode_tokens(
-    job: SynthesisJob,
+_GPT_DONE = object()
+
+
+def _stream_piece(
+    request: DecodeRequest,
     voice: Voice,
+    segment: Segment,
+    conditioning: list,
+    settings: DecodeSettings,
+    similarity: torch.Tensor | None,
+    stages: Stages,
+    emit: Callable[[np.ndarray], None],
+    job: SynthesisJob,
+) -> None:
+    """Streaming modes 2/3 for one piece: the GPT decodes it on another thread (alone, or beside
+    other requests in the GPT stage) and reports each token; the cut rule turns tokens into chunks,
+    which this thread decodes into audio while the GPT goes on."""
+    events: queue.SimpleQueue = queue.SimpleQueue()
+    chunker = TokenChunker(job.min_chunk_length, similarity)
+    abandoned = threading.Event()  # this side failed: stop the GPT instead of decoding for nobody
+
+    def on_token(row: int, token: int | None, ended: bool) -> None:  # on the decoding thread
+        if ended:
+            events.put((chunker.finish(token), True))
+            return
+        chunk = chunker.push(token)
+        if chunk is not None:
+            events.put((chunk, False))
+
+    asked_to_stop = request.should_stop
+    request.on_token = on_token
+    request.should_stop = lambda: abandoned.is_set() or (asked_to_stop is not None and asked_to_stop())
+
+    def run_gpt() -> None:
+        try:
+            _decode_tokens(voice, request, stages)
+            events.put(_GPT_DONE)
+        except BaseException as exc:  # handed to the consumer, which raises it
+            events.put(exc)
+
+    gpt = threading.Thread(target=run_gpt, name="gpt-stream", daemon=True)
+    gpt.start()
+    phones = torch.tensor(segment.phone_ids, dtype=torch.long)
+    stitcher = PieceStitcher(
+        voice.decoder.chunk_decoder(phones, conditioning, settings),
+        voice.decoder.samples_per_token(job.speed_factor),
+        job.overlap_length,
+    )
+    try:
+        while (event := events.get()) is not _GPT_DONE:
+            if isinstance(event, BaseException):
+                raise event
+            tokens, final = event
+            with stages.turn:
+                audio = stitcher.chunk(tokens, final)
+            if audio is not None:
+                emit(to_int16(peak_limited(audio.cpu().numpy())))
+    finally:
+        abandoned.set()
+        gpt.join()
+
+
+def _gpt_request(
+    job: SynthesisJob,
     segments: list[Segment],
     features: list[torch.Tensor],
     prompt: _Prompt | None,
     generator: torch.Generator,
     should_stop: Callable[[], bool] | None,
-    stages: Stages,
-) -> list[torch.Tensor]:
-    """The GPT stage for one batch: per piece, the semantic tokens upstream keeps."""
+    parallel: bool,
+) -> DecodeRequest:
+    """The GPT call for some pieces: prompt-text phones and features before each piece's, the
+    reference's codes as the prompt."""
     if prompt is None:
         phones = [torch.tensor(s.phone_ids, dtype=torch.long) for s in segments]
         berts = features
     else:
         phones = [torch.tensor(prompt.phone_ids + s.phone_ids, dtype=torch.long) for s in segments]
         berts = [torch.cat([prompt.bert, f], dim=1) for f in features]
+    return DecodeRequest(
+        phones,
+        berts,
+        None if prompt is None else prompt.codes,
+        top_k=job.top_k,
+        top_p=job.top_p,
+        temperature=job.temperature,
+        repetition_penalty=job.repetition_penalty,
+        parallel=parallel,
+        generator=generator,
+        should_stop=should_stop,
+    )
+
+
+def _decode_tokens(voice: Voice, request: DecodeRequest, stages: Stages) -> list[torch.Tensor]:
+    """The GPT stage for one request: per piece, the semantic tokens upstream keeps."""
     try:
-        request = DecodeRequest(
-            phones,
-            berts,
-            None if prompt is None else prompt.codes,
-            top_k=job.top_k,
-            top_p=job.top_p,
-            temperature=job.temperature,
-            repetition_penalty=job.repetition_penalty,
-            parallel=job.parallel_infer,
-            generator=generator,
-            should_stop=should_stop,
-        )
         return stages.gpt(voice.t2s, request)
     except DecodeCancelled as exc:
         raise Cancelled("synthesis was stopped") from exc

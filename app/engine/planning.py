@@ -52,6 +52,8 @@ class SynthesisPlan:
     uses_prompt: bool  # the prompt text and the reference's codes condition the GPT
     bucket: bool  # group pieces of similar length into GPT batches
     super_sample: bool  # extend the audio 24 -> 48 kHz (v3 + super_sampling)
+    # 0: the whole answer at once; 1: one chunk per batch; 2/3: token chunks (see app.engine.streaming)
+    streaming_mode: int = 0
 
 
 def decoder_traits(model_version: str) -> DecoderTraits:
@@ -175,11 +177,17 @@ def plan_synthesis(job: SynthesisJob, model_version: str) -> SynthesisPlan:
             clip = as_reference(aux)
             check_reference(clip, "aux_ref_audio_paths", main=False)
             references.append(clip)
-    # Upstream turns bucketing off when the speed changes, and for v3/v4 in parallel mode.
+    # Upstream's v3/v4 cannot decode token chunks: streaming modes 2 and 3 fall back to mode 1.
+    streaming = job.streaming_mode
+    if streaming in (2, 3) and not traits.streams_tokens:
+        streaming = 1
+    # Upstream turns bucketing off when the speed changes, for v3/v4 in parallel mode, and when it
+    # streams (chunks come in text order).
     bucket = (
         job.split_bucket
         and job.speed_factor == 1.0
         and (traits.buckets_when_batched or not job.parallel_infer)
+        and streaming == 0
     )
     return SynthesisPlan(
         seed=resolve_seed(job.requested_seed),
@@ -187,6 +195,7 @@ def plan_synthesis(job: SynthesisJob, model_version: str) -> SynthesisPlan:
         uses_prompt=job.uses_prompt_text,
         bucket=bucket,
         super_sample=super_samples(job, model_version),
+        streaming_mode=streaming,
     )
 
 

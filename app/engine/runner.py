@@ -6,9 +6,10 @@ resolves every ticket with its audio or its error. It never loads a model and ne
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 
 from app.engine.errors import EngineError
@@ -30,6 +31,7 @@ class WorkItem:
     job: SynthesisJob
     voice: Voice
     bandwidth_extender: BandwidthExtender | None  # v3 super_sampling only
+    on_chunk: Callable[[np.ndarray], None] | None = None  # streaming: called with each int16 chunk
 
 
 class Runner:
@@ -54,6 +56,7 @@ class Runner:
                     should_stop=ticket.should_stop,
                     bandwidth_extender=item.bandwidth_extender,
                     stages=self.stages,
+                    on_chunk=item.on_chunk,
                 )
                 ticket.resolve(result)
             except Exception as exc:  # handed to the request, which answers it

@@ -14,6 +14,7 @@ the tests and the benchmarks all get theirs from there.
 from __future__ import annotations
 
 import collections
+import functools
 import logging
 import threading
 from collections.abc import Callable, Hashable
@@ -30,6 +31,7 @@ from app.engine.models.sovits import SoVITSSynthesizer
 from app.engine.models.sovits_v3 import SoVITSV3, mel_spectrogram, norm_spec
 from app.engine.models.speaker import SpeakerEncoder
 from app.engine.models.t2s import T2SModel
+from app.engine.streaming import mute_similarity
 from app.engine.text.bert import BertFeatureExtractor
 from app.engine.text.symbols import text_version
 
@@ -140,6 +142,11 @@ class Voice:
     def model_sample_rate(self) -> int:
         """The SoVITS model's rate (upstream sizes the pauses between fragments with it)."""
         return self.spectrogram_config.sampling_rate
+
+    @functools.cached_property
+    def mute_similarity(self) -> torch.Tensor:
+        """How silence-like each semantic code is (streaming mode 2's cut rule), computed once."""
+        return mute_similarity(self.t2s.semantic_embedding.weight)
 
     # ------------------------------------------------------------------ references
 

@@ -165,13 +165,40 @@ class PriorEncoder(nn.Module):
     def forward(
         self, content: torch.Tensor, phones: torch.Tensor, ge: torch.Tensor, speed: float = 1.0
     ) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.prior(self.latent(content, phones, ge), speed)
+
+    def latent(
+        self,
+        content: torch.Tensor,
+        phones: torch.Tensor,
+        ge: torch.Tensor,
+        keep_frames: int | None = None,
+        overlap: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """Content + phones + timbre -> the latent sequence ``[1, hidden, frames]`` (before speed).
+
+        Streaming (upstream's ``decode_streaming``): ``keep_frames`` keeps only the last frames;
+        ``overlap`` (the previous chunk's last latent frames) is blended into the first frames with
+        the rising and falling halves of a sine window.
+        """
         x = self.encoder_ssl(self.ssl_proj(content))
         text = self.encoder_text(self.text_embedding(phones).transpose(1, 2))
         x = self.encoder2(self.mrte(x, text, ge))
+        if keep_frames is not None:
+            x = x[:, :, -keep_frames:]
+        if overlap is not None:
+            n = overlap.shape[-1]
+            window = torch.sin(torch.arange(2 * n, device=x.device) * math.pi / (2 * n))
+            x = x.clone()
+            x[:, :, :n] = window[:n] * x[:, :, :n] + window[n:] * overlap
+        return x
+
+    def prior(self, latent: torch.Tensor, speed: float = 1.0) -> tuple[torch.Tensor, torch.Tensor]:
+        """The latent -> mean and log-std of the prior, at ``speed``."""
         if speed != 1:
             # Speed changes the frame count by linear resampling; upstream adds one frame.
-            x = F.interpolate(x, size=int(x.size(-1) / speed) + 1, mode="linear")
-        mean, log_std = self.proj(x).split(self.out_channels, dim=1)
+            latent = F.interpolate(latent, size=int(latent.size(-1) / speed) + 1, mode="linear")
+        mean, log_std = self.proj(latent).split(self.out_channels, dim=1)
         return mean, log_std
 
 
@@ -303,6 +330,27 @@ class SoVITSSynthesizer(nn.Module):
         (upstream's default 0.5; 0 makes the output a deterministic function of the inputs), drawn
         from ``generator`` when given.
         """
+        audio, _ = self.decode_streaming(codes, phones, refer_specs, speed, sv_embs, noise_scale, generator)
+        return audio
+
+    @torch.no_grad()
+    def decode_streaming(
+        self,
+        codes: torch.Tensor,
+        phones: torch.Tensor,
+        refer_specs: Sequence[torch.Tensor],
+        speed: float = 1.0,
+        sv_embs: Sequence[torch.Tensor] | None = None,
+        noise_scale: float = 0.5,
+        generator: torch.Generator | None = None,
+        keep_codes: int | None = None,
+        overlap_latent: torch.Tensor | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """``decode`` for one chunk of a stream (upstream's ``decode_streaming``): all codes of the
+        piece so far are encoded (the text encoder sees the whole context), but only the last
+        ``keep_codes`` codes' frames go on to the flow and HiFi-GAN; ``overlap_latent`` (the previous
+        chunk's last latent frames) is cross-faded into their start. Returns the waveform
+        ``[1, 1, samples]`` and the latent ``[1, hidden, frames]`` the next chunk overlaps with."""
         ge = self.global_embedding(refer_specs, sv_embs)
         # MRTE works in 512 channels; v2Pro's 1024-channel embedding is projected down for it.
         mrte_ge = (
@@ -311,13 +359,15 @@ class SoVITSSynthesizer(nn.Module):
 
         content = self.quantizer.decode(codes.to(self._device))
         content = content.repeat_interleave(2, dim=-1)  # 25 Hz codes -> 50 Hz frames (nearest)
-        mean, log_std = self.enc_p(content, phones.to(self._device), mrte_ge, speed)
+        keep_frames = None if keep_codes is None else 2 * keep_codes
+        latent = self.enc_p.latent(content, phones.to(self._device), mrte_ge, keep_frames, overlap_latent)
+        mean, log_std = self.enc_p.prior(latent, speed)
         z = mean
         if noise_scale:
             noise = torch.randn(mean.shape, generator=generator, device=mean.device, dtype=mean.dtype)
             z = mean + noise * torch.exp(log_std) * noise_scale
         z = self.flow.inverse(z, ge)
-        return self.dec(z, ge)
+        return self.dec(z, ge), latent
 
     @property
     def _dtype(self) -> torch.dtype:
