@@ -221,6 +221,7 @@ class Engine:
         finally:
             if not ticket.future.done():  # the consumer stopped early (client gone): free the worker
                 self.scheduler.withdraw(ticket)
+                ticket.future.cancel()  # nobody will read its outcome
 
     async def _prepare(self, job: SynthesisJob, gpt_weights: str | None, sovits_weights: str | None) -> WorkItem:
         """The checks that need no worker, the voice (loaded off the worker) and the job's extras."""

@@ -1,17 +1,21 @@
-"""Synthesis endpoints: ``/inference`` (text + reference clip → WAV) and ``/stop``."""
+"""Synthesis endpoints: ``/inference`` (text + reference clip → audio, whole or streamed) and ``/stop``."""
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable
+import logging
+from collections.abc import AsyncIterator, Awaitable
 from typing import Annotated, TypeVar
 
+import numpy as np
 from fastapi import APIRouter, File, Form, Request, UploadFile
-from fastapi.responses import Response
+from fastapi.responses import Response, StreamingResponse
 
 from app.deps import EngineDep, SettingsDep
-from app.engine.audio import encode_wav
 from app.engine.audio_features import ReferenceAudioError, load_reference
+from app.engine.encoding import MEDIA_TYPES, StreamEncoder, encode
+from app.engine.engine import AudioStream
+from app.engine.errors import Cancelled
 from app.engine.jobs import ReferenceAudio, SynthesisJob
 from app.engine.registry import resolve_under
 from app.errors import InvalidInput, ServiceError
@@ -20,6 +24,7 @@ from app.schemas.errors import error_responses
 from app.schemas.inference import InferenceParams, StopRequest, StopResponse
 
 router = APIRouter(tags=["synthesis"])
+log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 class UnsupportedAudio(ServiceError):
@@ -70,19 +75,41 @@ async def _read_clip(settings, source: UploadFile | str, field: str) -> Referenc
         raise UnsupportedAudio(f"{field}: {name!r} could not be decoded as WAV, FLAC, OGG or MP3") from None
 
 
+STREAM_FORMATS = (
+    "Streamed answers (`streaming_mode` 1-3) use chunked transfer encoding and start with the first "
+    "audio: `wav` is a 44-byte header whose RIFF and data sizes are 0xFFFFFFFF (length unknown) followed "
+    "by 16-bit PCM as it is made; `raw` is that PCM alone; `ogg` (Opus), `mp3`, `aac` (ADTS) and `flac` "
+    "are ONE continuous stream of that type. `X-Seed` and `X-Sample-Rate` (of the PCM; Opus plays at 48 "
+    "kHz) come with the headers. `/stop` or closing the connection ends a stream within one decode step; "
+    "a stopped stream ends cleanly (a complete, shorter file)."
+)
+
+
 @router.post(
     "/inference",
     summary="Speak text in the voice of a reference clip",
     description=(
-        "Multipart form with the 21 parameters of upstream's fast web UI (same names and defaults). "
+        "Multipart form with the 21 parameters of upstream's fast web UI (same names and defaults), plus "
+        "`streaming_mode`, `overlap_length`, `min_chunk_length` (upstream api_v2's) and `media_type`. "
         "`ref_audio_path` is the main reference clip (3–10 s) as an upload, or a file name under "
         "GSV_REF_AUDIO_ROOT; `aux_ref_audio_paths` are optional extra clips whose timbre is averaged in. "
-        "Answers `audio/wav` (16-bit PCM at the model's rate) with the seed used in `X-Seed` and the "
-        "rate in `X-Sample-Rate`. `/stop` cancels it (409 `synthesis_cancelled`)."
+        "Answers the audio in `media_type` (default `audio/wav`, 16-bit PCM at the model's rate) with the "
+        "seed used in `X-Seed` and the rate in `X-Sample-Rate`. `/stop` cancels it (409 "
+        "`synthesis_cancelled` before any audio was sent). " + STREAM_FORMATS
     ),
     response_class=Response,
     responses={
-        200: {"content": {"audio/wav": {}}, "description": "The synthesised speech"},
+        200: {
+            "content": {
+                content_type: {"schema": {"type": "string", "format": "binary"}}
+                for content_type in MEDIA_TYPES.values()
+            },
+            "description": "The synthesised speech, whole or streamed (see the description).",
+            "headers": {
+                "X-Seed": {"description": "The seed used (drawn when random).", "schema": {"type": "integer"}},
+                "X-Sample-Rate": {"description": "Sample rate of the audio, Hz.", "schema": {"type": "integer"}},
+            },
+        },
         **error_responses(404, 409, 413, 415, 422, 429),
     },
 )
@@ -99,14 +126,47 @@ async def inference(
     job = SynthesisJob(
         ref_audio=await _read_clip(settings, ref_audio_path, "ref_audio_path"),
         aux_ref_audios=[await _read_clip(settings, clip, "aux_ref_audio_paths") for clip in aux_ref_audio_paths],
-        **params.model_dump(exclude={"gpt_weights", "sovits_weights"}),
+        **params.model_dump(exclude={"gpt_weights", "sovits_weights", "media_type"}),
     )
-    result = await while_connected(request, engine.synthesize(job, params.gpt_weights, params.sovits_weights))
-    return Response(
-        content=encode_wav(result.audio, result.sample_rate),
-        media_type="audio/wav",
-        headers={"X-Seed": str(result.seed), "X-Sample-Rate": str(result.sample_rate)},
+    media_type = params.media_type
+    if job.streaming_mode == 0:
+        result = await while_connected(request, engine.synthesize(job, params.gpt_weights, params.sovits_weights))
+        return Response(
+            content=encode(result.audio, result.sample_rate, media_type),
+            media_type=MEDIA_TYPES[media_type],
+            headers=_audio_headers(result.seed, result.sample_rate),
+        )
+    stream = await while_connected(request, engine.stream(job, params.gpt_weights, params.sovits_weights))
+    # The first chunk is awaited before the answer starts, so a refusal (or a stop) until then is
+    # still an HTTP error rather than an empty 200.
+    first = await while_connected(request, anext(stream.chunks))
+    return StreamingResponse(
+        _encoded(stream, first, media_type),
+        media_type=MEDIA_TYPES[media_type],
+        headers=_audio_headers(stream.seed, stream.sample_rate),
     )
+
+
+def _audio_headers(seed: int, sample_rate: int) -> dict[str, str]:
+    return {"X-Seed": str(seed), "X-Sample-Rate": str(sample_rate)}
+
+
+async def _encoded(stream: AudioStream, first: np.ndarray, media_type: str) -> AsyncIterator[bytes]:
+    """The stream's chunks as one continuous file of ``media_type``. A stop ends it cleanly (the
+    encoder's tail is still sent); a failure mid-stream aborts the connection, so the client sees an
+    incomplete answer rather than a short one; a client that leaves cancels this generator, and
+    closing the chunk iterator withdraws the synthesis."""
+    encoder = StreamEncoder(media_type, stream.sample_rate)
+    try:
+        yield encoder.start() + encoder.write(first)
+        async for chunk in stream.chunks:
+            if data := encoder.write(chunk):
+                yield data
+    except Cancelled:
+        log.info("stream stopped; ending it")
+    finally:
+        await stream.chunks.aclose()
+    yield encoder.finish()
 
 
 @router.post(

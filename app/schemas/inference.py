@@ -7,7 +7,7 @@ surface publishes the same values.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
@@ -17,6 +17,7 @@ from app.schemas.base import RequestModel
 from app.schemas.enums import CutMethod, Language, cut_method_label, language_label
 
 DEFAULTS = job_defaults()
+MediaType = Literal["wav", "raw", "ogg", "aac", "mp3", "flac"]  # app.engine.encoding.MEDIA_TYPES
 
 
 def job_field(name: str, description: str | None = None, **extra: Any) -> Any:
@@ -82,6 +83,22 @@ class InferenceParams(RequestModel):
         "v3 only: extend the 24 kHz output to 48 kHz with upstream's AP-BWE model "
         "(tools/AP_BWE_main/24kto48k/ in the weights root; 409 super_sampling_model_missing without it). "
         "Ignored for other versions.",
+    )
+    streaming_mode: int = job_field(
+        "streaming_mode",
+        "0: answer when done. Streamed (a chunked response whose bytes start with the first audio): "
+        "1 one chunk per batch of pieces; 2 token chunks cut at silence-like tokens (lowest latency that "
+        "sounds natural); 3 fixed-length token chunks. v3/v4 models stream modes 2/3 as mode 1.",
+    )
+    overlap_length: int = job_field(
+        "overlap_length", "Modes 2/3: tokens of overlap between consecutive chunk decodes (cross-faded)."
+    )
+    min_chunk_length: int = job_field("min_chunk_length", "Modes 2/3: tokens a chunk holds at least.")
+    media_type: MediaType = Field(
+        "wav",
+        description="Answer format: wav (16-bit PCM; streamed with an unknown-length header), raw (16-bit "
+        "little-endian mono PCM, no header), ogg (Ogg/Opus, 48 kHz), aac (ADTS), mp3, flac. A stream is "
+        "one continuous file of that type.",
     )
     gpt_weights: str | None = Field(None, description="GPT name for this request only (default: the current one).")
     sovits_weights: str | None = Field(None, description="SoVITS name for this request only (default: current).")

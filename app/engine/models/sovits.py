@@ -13,6 +13,10 @@ Semantic codes from the GPT stage plus the phone ids of the same text become a w
 The module follows upstream ``SynthesizerTrn.decode``/``extract_latent`` (module/models.py) op for
 op, keeping only what inference uses. The posterior encoder ``enc_q`` (training only) is not
 built; see ``UNUSED_CHECKPOINT_PREFIXES``.
+
+Why this module is long: it is the one model file (config, prior encoder, the model with its
+whole-utterance and streaming decodes, and the checkpoint key map), read top to bottom like
+nanoGPT's ``model.py``; the building blocks already live in ``vits_modules``.
 """
 
 from __future__ import annotations
