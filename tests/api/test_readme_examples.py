@@ -13,6 +13,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import av
 import pytest
 
 from app.demo import write_demo_weights
@@ -54,3 +55,7 @@ def test_every_endpoint_example_runs_as_written(base_url, tmp_path):
                 assert "error" not in json.loads(line), (block, line)
     audio = (tmp_path / "out.wav").read_bytes()
     assert audio[:4] == b"RIFF" and audio[8:12] == b"WAVE"
+    streamed = tmp_path / "stream.ogg"
+    with av.open(str(streamed)) as container:  # the streaming example's answer: one Ogg/Opus file
+        assert container.streams.audio[0].codec_context.name == "opus"
+        assert sum(frame.samples for frame in container.decode(audio=0)) > 48000
