@@ -44,7 +44,16 @@ class InferenceParams(RequestModel):
                     "top_k": 5,
                     "seed": 1234,
                     "keep_random": False,
-                }
+                },
+                {  # streamed: Ogg/Opus chunks cut at silence-like tokens, one piece per sentence
+                    "text": "第一句话。第二句话。第三句话。",
+                    "text_lang": "中文",
+                    "prompt_text": "这是一段参考音频的文本。",
+                    "prompt_lang": "中文",
+                    "text_split_method": "按中文句号。切",
+                    "streaming_mode": 2,
+                    "media_type": "ogg",
+                },
             ]
         }
     )

@@ -287,3 +287,35 @@ def test_the_slots_of_a_dropped_model_go_with_it():
         assert len(stage._batches) == 0  # the batch held its model weakly
     finally:
         stage.close()
+
+
+def _hooked(seed: int, streams: dict[int, list], ends: dict[int, int], **settings) -> DecodeRequest:
+    def on_token(row, token, ended):
+        assert row not in ends, "a token after the row ended"
+        if token is not None:
+            streams.setdefault(row, []).append(token)
+        if ended:
+            ends[row] = token is None  # True: the EOS ended it (and was dropped)
+
+    return request(seed, on_token=on_token, **settings)
+
+
+@pytest.mark.parametrize("parallel", [False, True])
+def test_every_drawn_token_is_reported_as_it_comes_beside_neighbours_too(model, parallel):
+    """Streaming reads tokens through ``on_token``: per row, every token upstream's streaming decode
+    yields (all kept tokens; the ending EOS reported as None), the same alone and among others."""
+    streams, ends = {}, {}
+    kept = decode_alone(model, _hooked(7, streams, ends, parallel=parallel, early_stop_num=15))
+    assert sorted(ends) == [0, 1, 2]
+    for row, tokens in enumerate(kept):
+        if ends[row]:  # EOS: the stream is what the request keeps
+            assert streams[row] == tokens.tolist()
+        elif not parallel:  # early stop: upstream's batch path drops the first token (pred[-idx:])
+            assert streams[row][1:] == tokens.tolist()
+    beside, beside_ends = {}, {}
+    run_together(
+        model,
+        [request(**NEIGHBOURS[1]), _hooked(7, beside, beside_ends, parallel=parallel, early_stop_num=15)],
+        join_at=[0, 2],
+    )
+    assert beside == streams and beside_ends == ends
