@@ -196,3 +196,15 @@ def test_a_client_that_leaves_frees_its_slot(served, v2):
         next(r.iter_raw())
     # the connection is closed here, mid-stream
     _wait_idle(engine)
+
+
+def test_v4_streams_modes_2_and_3_as_mode_1(client, names):  # noqa: F811
+    """Upstream's vocoder models cannot decode token chunks: modes 2/3 fall back to one chunk per batch."""
+    v4 = {"gpt_weights": V2_GPT, "sovits_weights": next(n for n in names["sovits"] if "v4" in n)}
+    answers = {}
+    for mode in (1, 2, 3):
+        r = infer(client, v4, streaming_mode=mode, media_type="raw", batch_size=1, sample_steps=4)
+        assert r.status_code == 200, r.text
+        assert r.headers["x-sample-rate"] == "48000"
+        answers[mode] = r.content
+    assert answers[2] == answers[1] == answers[3] and len(answers[1]) > 0
