@@ -156,10 +156,19 @@ def synthesize(
         segments: list[Segment] = preprocess(
             job.text, job.text_lang, job.text_split_method, voice.text_version
         )
-        features: list[torch.Tensor] = []
-        for segment in segments:
-            features.append(voice.shared.bert.segment_features(segment))
-            check_stop()
+        features: dict[int, torch.Tensor] = {}  # piece → BERT features
+        if not plan.streaming_mode:  # a stream reads each piece's when its turn comes (sooner audio)
+            for i, segment in enumerate(segments):
+                features[i] = voice.shared.bert.segment_features(segment)
+                check_stop()
+
+    def features_of(rows: list[int]) -> list[torch.Tensor]:
+        if missing := [i for i in rows if i not in features]:
+            with stages.turn:
+                for i in missing:
+                    features[i] = voice.shared.bert.segment_features(segments[i])
+        return [features[i] for i in rows]
+
     if on_progress is not None:
         on_progress("text", len(segments), len(segments))
 
@@ -191,9 +200,10 @@ def synthesize(
         settings = dataclasses.replace(
             settings, generator=torch.Generator(device=voice.device).manual_seed(plan.seed)
         )
-        for number, (segment, feature) in enumerate(zip(segments, features, strict=True), start=1):
+        for number, segment in enumerate(segments, start=1):
             check_stop()
-            request = _gpt_request(job, [segment], [feature], prompt, generator, should_stop, parallel=False)
+            request = _gpt_request(job, [segment], features_of([number - 1]), prompt, generator, should_stop,
+                                   parallel=False)  # fmt: skip
             _stream_piece(request, voice, segment, conditioning, settings, similarity, stages, emit, job)
             emit(np.zeros(pause, dtype=np.int16))
             if on_progress is not None:
@@ -215,7 +225,7 @@ def synthesize(
     for number, rows in enumerate(batches, start=1):
         check_stop()
         batch_started = time.perf_counter()
-        request = _gpt_request(job, [segments[i] for i in rows], [features[i] for i in rows], prompt,
+        request = _gpt_request(job, [segments[i] for i in rows], features_of(rows), prompt,
                                generator, should_stop, parallel=job.parallel_infer)  # fmt: skip
         tokens = _decode_tokens(voice, request, stages)
         check_stop()
