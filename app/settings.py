@@ -63,6 +63,11 @@ class Settings(BaseSettings):
         description="Positions per GPT slot (phones + reference codes + generated tokens). The slots' "
         "memory is gpt_slots x gpt_context x layers x 2 x hidden size, allocated once per GPT model.",
     )
+    cuda_graphs: bool = Field(
+        True,
+        description="On CUDA, replay each GPT decode step shape from a CUDA graph captured once "
+        "(ignored on CPU). false: every step runs eagerly.",
+    )
     max_body_bytes: int = Field(
         32 * 1024 * 1024,
         ge=1024,
@@ -83,4 +88,5 @@ def engine_config(settings: Settings) -> EngineConfig:
         continuous_batching=settings.continuous_batching,
         gpt_slots=settings.gpt_slots,
         gpt_context=settings.gpt_context,
+        cuda_graphs=settings.cuda_graphs,
     )

@@ -40,8 +40,10 @@ class GptStats:
 
 
 class GptStage:
-    def __init__(self, slots: int, context: int, threads: int = 0):
+    def __init__(self, slots: int, context: int, threads: int = 0, cuda_graphs: bool = True):
         self.slots, self.context = slots, context
+        # Decode steps replayed from CUDA graphs when the model is on CUDA; False: always eager.
+        self._graphs: bool | None = None if cuda_graphs else False
         self._threads = threads  # PyTorch CPU threads of the GPT thread (0: PyTorch's default)
         self._cond = threading.Condition()
         self._inbox: list = []  # (model, group) handed over by request threads
@@ -128,12 +130,12 @@ class GptStage:
         batch = self._batches.get(model)
         if batch is None:
             self._make_room(model)
-            batch = self._batches[model] = DecodeBatch(model, self.slots, self.context)
+            batch = self._batches[model] = DecodeBatch(model, self.slots, self.context, self._graphs)
             log.info("GPT slots allocated: %d x %d positions", self.slots, self.context)
         if batch.fits(group):
             batch.add(group)
             return
-        own = DecodeBatch.sized_for(model, group)
+        own = DecodeBatch.sized_for(model, group, self._graphs)
         own.add(group)
         self._private.append(own)
         log.info("a request larger than the shared GPT slots decodes in a batch of its own")

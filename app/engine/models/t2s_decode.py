@@ -28,7 +28,6 @@ files.
 from __future__ import annotations
 
 import collections
-import math
 import weakref
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -44,14 +43,14 @@ from app.engine.models.t2s import (
     T2SModel,
     prompt_attention,
 )
+from app.engine.models.t2s_step import StepRunner
 from app.engine.sampling import filtered_probs_rows, penalize_seen
 
 # (row indices in the request's list, the cohort's step, raw logits [live rows, vocab]) → None
 LogitsHook = Callable[[list[int], int, torch.Tensor], None]
-
-# Attention reads the slot buffer up to the longest live row rounded up to this many positions, so
-# consecutive steps share shapes.
-CONTEXT_BUCKET = 64
+# (row, the token drawn (None when upstream drops it: the EOS that ends a row), whether the row ended)
+# → None; called on the decoding thread after every step, so it must be quick (streaming reads it).
+TokenHook = Callable[[int, int | None, bool], None]
 
 
 @dataclass
@@ -70,6 +69,7 @@ class DecodeRequest:
     generator: torch.Generator | None = None
     should_stop: Callable[[], bool] | None = None
     on_logits: LogitsHook | None = None
+    on_token: TokenHook | None = None
 
 
 def kept_tokens(history: torch.Tensor, idx: int) -> torch.Tensor:
@@ -188,13 +188,16 @@ class DecodeBatch:
     calls ``add`` and ``step`` (the GPT stage's, or ``decode_alone``'s caller)."""
 
     @classmethod
-    def sized_for(cls, model: T2SModel, group: _Group) -> DecodeBatch:
+    def sized_for(cls, model: T2SModel, group: _Group, graphs: bool | None = None) -> DecodeBatch:
         """A batch of ``group``'s own, just large enough for it (all its rows if parallel, else one)."""
         slots = max(len(c.rows) for c in group.waiting)
-        return cls(model, slots, max(group.context_needed(c) for c in group.waiting))
+        return cls(model, slots, max(group.context_needed(c) for c in group.waiting), graphs)
 
     @torch.inference_mode()
-    def __init__(self, model: T2SModel, slots: int, context: int):
+    def __init__(self, model: T2SModel, slots: int, context: int, graphs: bool | None = None):
+        """``graphs``: capture each step shape once and replay it (``t2s_step.StepRunner``); None: when
+        the model is on CUDA (CUDA graphs). True off CUDA runs the same bookkeeping with a recorded
+        stand-in for the graphs (for tests); False: always eager."""
         config = model.config
         device, dtype = model.to_logits.weight.device, model.to_logits.weight.dtype
         # A weak reference: the batch must not keep a model alive after the model cache dropped it
@@ -226,6 +229,11 @@ class DecodeBatch:
             owner=[None] * slots,
         )
         self.state.key_ok[:, 0] = True  # a free slot's row attends its key 0, so it never goes NaN
+        st = self.state
+        self.runner = StepRunner(
+            self.keys, self.values, st.last_token, st.positions, st.lengths, st.key_ok,
+            graphs=device.type == "cuda" if graphs is None else graphs,
+        )  # fmt: skip
         self._waiting: collections.deque[_Group] = collections.deque()
         self.steps = 0  # decode steps run (prefills not counted)
         self.rows_stepped = 0  # live rows summed over those steps
@@ -360,16 +368,11 @@ class DecodeBatch:
         live_index = torch.tensor(live, device=device)
         st.key_ok[live_index, st.lengths[live_index]] = True  # each live row sees its new key
         longest = int(st.lengths[live_index].max()) + 1
-        width = min(self.context, math.ceil(longest / CONTEXT_BUCKET) * CONTEXT_BUCKET)
-        bias = torch.zeros(rows, 1, 1, width, dtype=self.keys.dtype, device=device)
-        bias.masked_fill_(~st.key_ok[:rows, :width].view(rows, 1, 1, width), -float("inf"))
-        x = model.embed_semantic_at(st.last_token[:rows], st.positions[:rows])
-        lengths = st.lengths[:rows]
-        for i, layer in enumerate(model.layers):
-            x = layer.decode(x, self._layer_keys[i], self._layer_values[i], lengths, bias, width)
+        # The tensor part of the step (possibly a replayed CUDA graph: its logits are a static buffer,
+        # so the live rows are copied out by the indexing at once).
+        logits = self.runner.run(model, rows, longest)[live_index]
         st.lengths[live_index] += 1
         st.positions[live_index] += 1
-        logits = model.to_logits(x[:, -1])[live_index]
         self.steps += 1
         self.rows_stepped += len(live)
         self._sample(cohorts, logits, live_index)
@@ -417,18 +420,24 @@ class DecodeBatch:
         st.seen[slots, tokens] = True
         st.last_token[slots] = tokens
         filled = st.filled[slots].tolist()
+        drawn = tokens.tolist() if any(c.owner.request.on_token for c in cohorts) else []
         for cohort in cohorts:
             group = cohort.owner
             over_early_stop = group.early_stop_num >= 0 and cohort.step + 1 > group.early_stop_num
             out_of_budget = over_early_stop or cohort.step == MAX_DECODE_STEPS - 1
+            on_token = group.request.on_token
             for row in cohort.live_rows:
                 slot = cohort.slots[row]
                 i = where[slot]
-                if not (hit_eos[i] or out_of_budget):
-                    continue
+                ends = hit_eos[i] or out_of_budget
                 # Upstream trims the last token on EOS; the parallel path ALSO trims it when a row
                 # runs out of budget (quirk: that drops a real token), the sequential does not.
-                end = filled[i] - 1 if (hit_eos[i] or group.parallel) else filled[i]
+                trimmed = ends and (hit_eos[i] or group.parallel)
+                if on_token is not None:
+                    on_token(row, None if trimmed else drawn[i], ends)
+                if not ends:
+                    continue
+                end = filled[i] - 1 if trimmed else filled[i]
                 group.keep(row, st.history[slot, :end].clone(), cohort.step)
                 self._free(slot)
             cohort.step += 1
@@ -454,10 +463,11 @@ class DecodeBatch:
 
 
 @torch.inference_mode()
-def decode_alone(model: T2SModel, request: DecodeRequest) -> list[torch.Tensor]:
-    """Decode one request in a batch of its own, sized to it (the path of ``T2SModel.generate``)."""
+def decode_alone(model: T2SModel, request: DecodeRequest, graphs: bool | None = None) -> list[torch.Tensor]:
+    """Decode one request in a batch of its own, sized to it (the path of ``T2SModel.generate``);
+    ``graphs`` as for ``DecodeBatch``."""
     group = _Group(model, request)
-    batch = DecodeBatch.sized_for(model, group)
+    batch = DecodeBatch.sized_for(model, group, graphs)
     batch.add(group)
     while not group.finished:
         batch.step()
