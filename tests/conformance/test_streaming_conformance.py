@@ -130,3 +130,17 @@ def test_corpus_is_covered():
     assert CASES, f"no streaming cases under {STREAMING_DIR}"
     modes = {int(c["api_v2"]["params"]["streaming_mode"]) for c in CASES}
     assert modes == {1, 2, 3}
+
+
+def test_one_request_at_a_time_streams_the_same_chunks(corpus_weights, run_case):
+    """With continuous batching off (GSV_CONTINUOUS_BATCHING=false) the GPT decodes alone on the
+    stream's helper thread: the same chunks."""
+    case = next(c for c in CASES if c["stream_t2s_calls"] and c["api_v2"]["params"]["streaming_mode"] == 2)
+    _, batched, _ = run_case(case)
+    engine = corpus_engine(corpus_weights_root(CASES, corpus_weights), continuous_batching=False)
+    try:
+        _, alone = asyncio.run(_collect(engine, case))
+    finally:
+        engine.stop()
+    assert len(alone) == len(batched)
+    assert all(np.array_equal(a, b) for a, b in zip(alone, batched, strict=True))

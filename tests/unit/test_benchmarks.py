@@ -178,3 +178,32 @@ def test_serving_jobs_are_seeded_and_alternate_voices(serving):
     assert voice_a != voice_b and a.seed != b.seed and not a.keep_random
     again, _ = serving.make_job(0, 0)
     assert again.seed == a.seed and again.text == a.text
+
+
+# --------------------------------------------------------------------------- streaming.py
+
+
+@pytest.fixture(scope="module")
+def streaming():
+    spec = importlib.util.spec_from_file_location("bench_streaming", SCRIPT.parent / "streaming.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _streaming_row(ttfa: float, total: float) -> dict:
+    return {"clients": 1, "ttfa_p50_s": ttfa, "ttfa_p95_s": ttfa, "total_p50_s": total, "total_p95_s": total,
+            "audio_s": 26.0}  # fmt: skip
+
+
+def test_streaming_shares_are_ttfa_over_the_whole_answers_time(streaming):
+    results = {"mode0/1": _streaming_row(30.0, 30.0), "mode3/1": _streaming_row(3.0, 35.0)}
+    assert streaming.ttfa_shares(results) == ["mode3/1          TTFA p50 = 10.0 % of mode 0's total"]
+    table = streaming.format_table(results, {"mode3/1": _streaming_row(6.0, 35.0)})
+    assert table[-1].split()[2] == "0.50x"  # TTFA halved against the baseline
+
+
+def test_streaming_requests_use_batch_1_except_the_whole_answer(streaming):
+    assert "batch_size" not in streaming.form(0, 1)
+    assert streaming.form(2, 1)["batch_size"] == "1" and streaming.form(2, 1)["streaming_mode"] == "2"
+    assert streaming.TEXT.count("。") == streaming.SENTENCES
