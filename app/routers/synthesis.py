@@ -14,7 +14,7 @@ from fastapi.responses import Response, StreamingResponse
 from app.deps import EngineDep, SettingsDep
 from app.engine.audio_features import ReferenceAudioError, load_reference
 from app.engine.encoding import MEDIA_TYPES, StreamEncoder, encode
-from app.engine.engine import AudioStream
+from app.engine.engine import AudioStream, Engine
 from app.engine.errors import Cancelled
 from app.engine.jobs import ReferenceAudio, SynthesisJob
 from app.engine.registry import resolve_under
@@ -54,7 +54,12 @@ async def while_connected(request: Request, work: Awaitable[T], poll_s: float = 
 
 
 async def _read_clip(settings, source: UploadFile | str, field: str) -> ReferenceAudio:
-    """Decode an upload (or a name under the reference-audio root)."""
+    data, name = await clip_bytes(settings, source, field)
+    return decode_clip(data, name, field)
+
+
+async def clip_bytes(settings, source: UploadFile | str, field: str) -> tuple[bytes, str]:
+    """The bytes of an upload, or of a file named under the reference-audio root, and its name."""
     if isinstance(source, str):
         root = settings.ref_audio_root
         if root is None:
@@ -67,6 +72,11 @@ async def _read_clip(settings, source: UploadFile | str, field: str) -> Referenc
         data, name = path.read_bytes(), source
     else:
         data, name = await source.read(), source.filename or field
+    return data, name
+
+
+def decode_clip(data: bytes, name: str, field: str) -> ReferenceAudio:
+    """A clip's samples, or the 4xx its bytes deserve."""
     if not data:
         raise InvalidInput(f"{field}: the file {name!r} is empty", code="empty_audio")
     try:
@@ -128,15 +138,27 @@ async def inference(
         aux_ref_audios=[await _read_clip(settings, clip, "aux_ref_audio_paths") for clip in aux_ref_audio_paths],
         **params.model_dump(exclude={"gpt_weights", "sovits_weights", "media_type"}),
     )
-    media_type = params.media_type
+    return await audio_answer(request, engine, job, params.media_type, params.gpt_weights, params.sovits_weights)
+
+
+async def audio_answer(
+    request: Request,
+    engine: Engine,
+    job: SynthesisJob,
+    media_type: str,
+    gpt_weights: str | None = None,
+    sovits_weights: str | None = None,
+) -> Response:
+    """Synthesise ``job`` and answer its audio in ``media_type``: whole, or streamed when the job has
+    a ``streaming_mode`` (every surface that speaks answers through here)."""
     if job.streaming_mode == 0:
-        result = await while_connected(request, engine.synthesize(job, params.gpt_weights, params.sovits_weights))
+        result = await while_connected(request, engine.synthesize(job, gpt_weights, sovits_weights))
         return Response(
             content=encode(result.audio, result.sample_rate, media_type),
             media_type=MEDIA_TYPES[media_type],
             headers=_audio_headers(result.seed, result.sample_rate),
         )
-    stream = await while_connected(request, engine.stream(job, params.gpt_weights, params.sovits_weights))
+    stream = await while_connected(request, engine.stream(job, gpt_weights, sovits_weights))
     # The first chunk is awaited before the answer starts, so a refusal (or a stop) until then is
     # still an HTTP error rather than an empty 200.
     first = await while_connected(request, anext(stream.chunks))
