@@ -9,6 +9,7 @@ from fastapi import FastAPI
 from fastapi_offline import FastAPIOffline
 
 from app import __version__
+from app.compat import api_v2
 from app.demo_setup import demo_warnings, prepare_demo_weights
 from app.engine.engine import Engine
 from app.errors import install_error_handlers
@@ -63,6 +64,6 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
     app.state.settings = settings
     install_error_handlers(app)
     app.add_middleware(RequestContextMiddleware, max_body_bytes=settings.max_body_bytes)
-    for module in (health, text, weights, synthesis):
+    for module in (health, text, weights, synthesis, api_v2):
         app.include_router(module.router)
     return app

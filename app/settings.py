@@ -68,6 +68,11 @@ class Settings(BaseSettings):
         description="On CUDA, replay each GPT decode step shape from a CUDA graph captured once "
         "(ignored on CPU). false: every step runs eagerly.",
     )
+    allow_control: bool = Field(
+        False,
+        description="Let api_v2's /control restart or exit the service (off: 403). Only for a service "
+        "nobody untrusted can reach.",
+    )
     max_body_bytes: int = Field(
         32 * 1024 * 1024,
         ge=1024,
