@@ -256,7 +256,7 @@ add_form("text_split_method-cut6", text_split_method="cut6")
 add_form("korean-text-for-a-v1-model", text="안녕하세요", text_lang="all_ko", gpt_weights=V1_GPT, sovits_weights=V1_SOVITS)
 
 # Numeric form fields: NaN and infinities, beyond each bound, huge and malformed numbers.
-INT_FIELDS = ("top_k", "batch_size", "seed", "sample_steps")
+INT_FIELDS = ("top_k", "batch_size", "seed", "sample_steps", "streaming_mode", "overlap_length", "min_chunk_length")
 FLOAT_FIELDS = ("top_p", "temperature", "speed_factor", "fragment_interval", "repetition_penalty")
 for field in INT_FIELDS + FLOAT_FIELDS:
     for value in ("nan", "inf", "-inf"):
@@ -266,7 +266,7 @@ for field in INT_FIELDS + FLOAT_FIELDS:
 for field in FLOAT_FIELDS:
     add_form(f"{field}-1e309", **{field: "1e309"})
     add_form(f"{field}-minus-1e308", **{field: "-1e308"})
-for field in ("top_k", "batch_size", "seed"):
+for field in ("top_k", "batch_size", "seed", "streaming_mode", "min_chunk_length"):
     add_form(f"{field}-fraction", **{field: "1.5"})
 add_form("seed-5000-digits", seed="1" + "0" * 5000)
 for field, bounds in PARAMETER_BOUNDS.items():
