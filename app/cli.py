@@ -12,6 +12,10 @@ def parse_args(argv: list[str] | None = None) -> dict:
     parser.add_argument("--host", help="interface to listen on (GSV_HOST, default 127.0.0.1)")
     parser.add_argument("--port", type=int, help="TCP port (GSV_PORT, default 9872)")
     parser.add_argument("--weights-root", help="upstream-style weights folder (GSV_WEIGHTS_ROOT, default ./weights)")
+    parser.add_argument("--data-dir", help="folder of the voices database (GSV_DATA_DIR, default ./data)")
+    parser.add_argument(
+        "--database-url", help="SQLAlchemy URL of the voices database (GSV_DATABASE_URL; default: SQLite in --data-dir)"
+    )
     parser.add_argument("--device", choices=["auto", "cpu", "cuda"], help="GSV_DEVICE, default auto")
     parser.add_argument(
         "--half", action=argparse.BooleanOptionalAction, default=None, help="half precision on CUDA (GSV_HALF)"

@@ -1,7 +1,9 @@
-"""The app factory: settings → engine (in the lifespan) → routers, with one error shape everywhere."""
+"""The app factory: settings → voice store and engine (in the lifespan) → routers, with one error shape
+everywhere."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from contextlib import asynccontextmanager
 
@@ -15,9 +17,10 @@ from app.engine.engine import Engine
 from app.errors import install_error_handlers
 from app.logging_setup import configure_logging
 from app.middleware import RequestContextMiddleware
-from app.routers import health, synthesis, text, weights
+from app.routers import health, synthesis, text, voices, weights
 from app.schemas.errors import error_responses
-from app.settings import Settings, engine_config
+from app.settings import Settings, engine_config, store_url
+from app.store.voices import open_voice_store
 
 log = logging.getLogger(__name__)
 
@@ -38,6 +41,9 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
         # An engine handed in is owned by the caller (started and stopped by it); otherwise the app
         # makes its own from the settings and runs it for its lifetime.
         owned = engine is None
+        # The database schema is brought up to date (Alembic) before anything serves; in a thread,
+        # as migrating a remote database can take a while.
+        app.state.voices = await asyncio.to_thread(open_voice_store, store_url(settings))
         app.state.engine = engine or Engine(engine_config(settings))
         if settings.demo_if_empty:
             prepare_demo_weights(settings.weights_root, app.state.engine.weight_choices())
@@ -50,6 +56,7 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
         finally:
             if owned:
                 app.state.engine.stop()
+            app.state.voices.close()
 
     # FastAPIOffline: /docs and /redoc load Swagger UI and ReDoc from files shipped in that package
     # (served under /static-offline-docs), so the docs work on machines without internet access.
@@ -64,6 +71,6 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
     app.state.settings = settings
     install_error_handlers(app)
     app.add_middleware(RequestContextMiddleware, max_body_bytes=settings.max_body_bytes)
-    for module in (health, text, weights, synthesis, api_v2):
+    for module in (health, text, weights, synthesis, voices, api_v2):
         app.include_router(module.router)
     return app

@@ -9,6 +9,7 @@ from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from app.engine.engine import EngineConfig
+from app.store.db import sqlite_url
 
 
 class Settings(BaseSettings):
@@ -73,11 +74,26 @@ class Settings(BaseSettings):
         description="Let api_v2's /control restart or exit the service (off: 403). Only for a service "
         "nobody untrusted can reach.",
     )
+    data_dir: Path = Field(
+        Path("data"),
+        description="Folder of the service's own state: the SQLite database of stored voices (unless "
+        "database_url is set).",
+    )
+    database_url: str | None = Field(
+        None,
+        description="SQLAlchemy URL of the database of stored voices (e.g. postgresql+psycopg://user@host/gsv); "
+        "unset: a SQLite file in data_dir. Replicas sharing it share their voices.",
+    )
     max_body_bytes: int = Field(
         32 * 1024 * 1024,
         ge=1024,
         description="Largest request body (JSON or uploads) accepted; larger gets 413.",
     )
+
+
+def store_url(settings: Settings) -> str:
+    """The database the store uses: ``database_url``, or the SQLite file under ``data_dir``."""
+    return settings.database_url or sqlite_url(settings.data_dir)
 
 
 def engine_config(settings: Settings) -> EngineConfig:

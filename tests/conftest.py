@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import json
 import os
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -21,6 +22,10 @@ def conformance_dir() -> Path:
 # is how the "no NLTK data" configuration is tested.
 if "NLTK_DATA" not in os.environ and (conformance_dir().parent / "nltk_data").is_dir():
     os.environ["NLTK_DATA"] = str(conformance_dir().parent / "nltk_data")
+
+# Every app a test starts opens its voices database (GSV_DATA_DIR, default ./data): keep the ones that
+# name no folder of their own out of the checkout.
+os.environ.setdefault("GSV_DATA_DIR", tempfile.mkdtemp(prefix="gsv-test-data-"))
 
 
 def english_parity_skip_reason() -> str | None:
