@@ -14,6 +14,7 @@ from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match
 
 from app.engine import errors as engine_errors
 from app.logging_setup import request_id_var
@@ -158,5 +159,19 @@ def install_error_handlers(app: FastAPI) -> None:
             _note(request, "json_invalid", message)
             return error_response(422, message, "json_invalid")
         message = exc.detail if isinstance(exc.detail, str) else "request failed"
+        headers = getattr(exc, "headers", None)
+        if exc.status_code == 405:
+            headers = {**(headers or {}), "Allow": allowed_methods(request)}
         _note(request, "http_error", message)
-        return error_response(exc.status_code, message, headers=getattr(exc, "headers", None))
+        return error_response(exc.status_code, message, headers=headers)
+
+
+def allowed_methods(request: Request) -> str:
+    """Every method some route serves at the request's path. Starlette's 405 names only the first
+    matching route's, though a path often has one route per method (GET and DELETE /voices/{name})."""
+    allowed = []
+    for method in ("DELETE", "GET", "HEAD", "PATCH", "POST", "PUT"):
+        scope = {**request.scope, "method": method}
+        if any(route.matches(scope)[0] is Match.FULL for route in request.app.router.routes):
+            allowed.append(method)
+    return ", ".join(allowed)

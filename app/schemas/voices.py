@@ -64,6 +64,8 @@ def checked_defaults(values: dict[str, Any], prompt_text: str = "", prompt_lang:
         check_parameters(SynthesisJob(text="", ref_audio=b"", prompt_text=prompt_text, prompt_lang=prompt_lang, **out))
     except InvalidRequest as exc:
         raise ValueError(exc.message) from None
+    except OverflowError:  # an integer too large to compare with a float bound
+        raise ValueError("a number in defaults is far out of range") from None
     return out
 
 

@@ -127,6 +127,7 @@ def test_a_2_second_main_clip_is_422_with_its_length(start):
         ({"top_k": 5, "no_such_parameter": 1}, "no_such_parameter"),
         ({"prompt_text": "x"}, "prompt_text"),  # the voice's own field, not a default
         ({"top_k": 1000}, "top_k"),
+        ('{"top_p": 1' + "0" * 400 + "}", "out of range"),  # too large for a float: not a 500
         ({"temperature": 0}, "temperature"),
         ({"keep_random": "yes"}, "keep_random"),
         ({"top_k": True}, "top_k"),
@@ -242,3 +243,12 @@ def test_the_data_folder_and_database_url_are_cli_flags(monkeypatch, tmp_path):
     settings = build_settings(["--data-dir", str(tmp_path)])
     assert settings.data_dir == tmp_path and settings.database_url == "sqlite:///from-env.db"
     assert build_settings(["--database-url", "sqlite:///flag.db"]).database_url == "sqlite:///flag.db"
+
+
+def test_a_wrong_method_is_405_naming_every_method_of_the_path(start):
+    """Starlette would name only the first route's method; the path has one route per method."""
+    client = start()
+    for path, allowed in (("/voices", "GET, POST"), ("/voices/narrator", "DELETE, GET")):
+        r = client.request("PUT", path)
+        assert r.status_code == 405 and r.json()["error"]["code"] == "method_not_allowed"
+        assert r.headers["allow"] == allowed
