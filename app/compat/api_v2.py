@@ -3,8 +3,9 @@
 and answer shapes, onto the same engine calls as ``/inference`` (no second pipeline).
 
 Differences from upstream, each on the safe side:
-- ``ref_audio_path`` / ``aux_ref_audio_paths`` / ``refer_audio_path`` name files under
-  ``GSV_REF_AUDIO_ROOT`` (never an arbitrary server path); without that root, nothing can be named.
+- ``ref_audio_path`` is a stored voice's name (``/voices``: its clips, prompt text and language,
+  models and default parameters, where the request gives none) or, like ``aux_ref_audio_paths`` and
+  ``refer_audio_path``, a file under ``GSV_REF_AUDIO_ROOT`` (never an arbitrary server path).
 - ``/control``'s restart and exit answer 403 unless ``GSV_ALLOW_CONTROL`` is set.
 - ``media_type`` also takes ``mp3`` and ``flac``; a stream is one continuous file of its type.
 - A full queue answers 429 with ``Retry-After`` (upstream has no queue).
@@ -30,8 +31,9 @@ from app.engine.encoding import MEDIA_TYPES
 from app.engine.jobs import CUT_METHODS, ReferenceAudio, SynthesisJob
 from app.engine.languages import LANGUAGES
 from app.errors import ServiceError
-from app.routers.synthesis import audio_answer, clip_bytes, decode_clip
+from app.routers.synthesis import audio_answer, clip_bytes, decode_clip, stored_voice
 from app.routers.text import check_text_size
+from app.store.voices import VoiceClips
 
 router = APIRouter(tags=["api_v2 (upstream drop-in)"])
 log = logging.getLogger(__name__)
@@ -56,7 +58,7 @@ class TTSRequest(BaseModel):
 
     text: str | None = None
     text_lang: str | None = None
-    ref_audio_path: str | None = Field(None, description="A file under GSV_REF_AUDIO_ROOT (required unless set by /set_refer_audio).")  # fmt: skip
+    ref_audio_path: str | None = Field(None, description="A stored voice's name, or a file under GSV_REF_AUDIO_ROOT (required unless set by /set_refer_audio).")  # fmt: skip
     aux_ref_audio_paths: list[str] | None = None
     prompt_lang: str | None = None
     prompt_text: str = ""
@@ -121,6 +123,10 @@ async def _tts(request: Request, engine, settings, req: TTSRequest) -> Response:
         raise Refusal("ref_audio_path is required")
     if req.text in (None, ""):
         raise Refusal("text is required")
+    # A stored voice by name (its clips, prompt, models and defaults), else a file under the root.
+    voice = await stored_voice(request.app.state.voices, ref_name)
+    if voice is not None:
+        req = _with_voice(req, voice)
     text_lang = _language(req.text_lang, "text_lang")
     prompt_lang = _language(req.prompt_lang, "prompt_lang")
     if req.media_type not in MEDIA_TYPES:
@@ -133,8 +139,9 @@ async def _tts(request: Request, engine, settings, req: TTSRequest) -> Response:
     job = SynthesisJob(
         text=req.text,
         text_lang=text_lang,
-        ref_audio=await _clip(settings, ref_name, "ref_audio_path"),
-        aux_ref_audios=[await _clip(settings, n, "aux_ref_audio_paths") for n in req.aux_ref_audio_paths or []],
+        ref_audio=voice.ref_audio if voice else await _clip(settings, ref_name, "ref_audio_path"),
+        aux_ref_audios=[*(voice.aux_ref_audios if voice else []),
+                        *[await _clip(settings, n, "aux_ref_audio_paths") for n in req.aux_ref_audio_paths or []]],  # fmt: skip
         prompt_text=req.prompt_text or "",
         prompt_lang=prompt_lang,
         top_k=req.top_k,
@@ -156,7 +163,19 @@ async def _tts(request: Request, engine, settings, req: TTSRequest) -> Response:
         overlap_length=req.overlap_length,
         min_chunk_length=req.min_chunk_length,
     )
-    return await audio_answer(request, engine, job, req.media_type)
+    gpt, sovits = (voice.gpt_weights, voice.sovits_weights) if voice else (None, None)
+    return await audio_answer(request, engine, job, req.media_type, gpt, sovits)
+
+
+def _with_voice(req: TTSRequest, voice: VoiceClips) -> TTSRequest:
+    """The request with the voice's prompt and default parameters where the client gave none."""
+    given = req.model_fields_set
+    defaults = {k: v for k, v in voice.defaults.items() if k in TTSRequest.model_fields and k not in given}
+    if "prompt_lang" not in given or not req.prompt_lang:
+        defaults["prompt_lang"] = voice.prompt_lang
+    if "prompt_text" not in given:
+        defaults["prompt_text"] = voice.prompt_text
+    return req.model_copy(update=defaults)
 
 
 async def _answer(request: Request, engine, settings, req: TTSRequest) -> Response:

@@ -9,19 +9,21 @@ from typing import Annotated, TypeVar
 
 import numpy as np
 from fastapi import APIRouter, File, Form, Request, UploadFile
+from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import Response, StreamingResponse
 
-from app.deps import EngineDep, SettingsDep
+from app.deps import EngineDep, SettingsDep, VoiceStoreDep
 from app.engine.audio_features import ReferenceAudioError, load_reference
 from app.engine.encoding import MEDIA_TYPES, StreamEncoder, encode
 from app.engine.engine import AudioStream, Engine
-from app.engine.errors import Cancelled
+from app.engine.errors import Cancelled, NotFound
 from app.engine.jobs import ReferenceAudio, SynthesisJob
 from app.engine.registry import resolve_under
 from app.errors import InvalidInput, ServiceError
 from app.routers.text import check_text_size
 from app.schemas.errors import error_responses
 from app.schemas.inference import InferenceParams, StopRequest, StopResponse
+from app.store.voices import VoiceClips, VoiceStore
 
 router = APIRouter(tags=["synthesis"])
 log = logging.getLogger(__name__)
@@ -51,6 +53,14 @@ async def while_connected(request: Request, work: Awaitable[T], poll_s: float = 
                 raise ClientClosedRequest("the client closed the connection; its synthesis was cancelled")
     finally:
         task.cancel()  # no-op when finished; stops the work when this handler itself is cancelled
+
+
+async def stored_voice(store: VoiceStore, name: str) -> VoiceClips | None:
+    """The stored voice ``name`` (clips, prompt, models, defaults), or None when there is none."""
+    try:
+        return await run_in_threadpool(store.get_clips, name)
+    except NotFound:
+        return None
 
 
 async def _read_clip(settings, source: UploadFile | str, field: str) -> ReferenceAudio:
@@ -127,18 +137,33 @@ async def inference(
     request: Request,
     engine: EngineDep,
     settings: SettingsDep,
+    voices: VoiceStoreDep,
     params: Annotated[InferenceParams, Form()],
-    ref_audio_path: Annotated[UploadFile | str, File(description="Main reference clip, 3–10 s.")],
+    ref_audio_path: Annotated[UploadFile | str | None, File(description="Main reference clip, 3–10 s (or `voice`).")] = None,  # fmt: skip
     aux_ref_audio_paths: Annotated[list[UploadFile], File(description="Extra reference clips.")] = [],  # noqa: B006
 ) -> Response:
     check_text_size(params.text, settings.max_text_chars, "text")
     check_text_size(params.prompt_text, settings.max_text_chars, "prompt_text")
-    job = SynthesisJob(
-        ref_audio=await _read_clip(settings, ref_audio_path, "ref_audio_path"),
-        aux_ref_audios=[await _read_clip(settings, clip, "aux_ref_audio_paths") for clip in aux_ref_audio_paths],
-        **params.model_dump(exclude={"gpt_weights", "sovits_weights", "media_type"}),
-    )
-    return await audio_answer(request, engine, job, params.media_type, params.gpt_weights, params.sovits_weights)
+    fields = params.model_dump(exclude={"gpt_weights", "sovits_weights", "media_type", "voice"})
+    gpt, sovits = params.gpt_weights, params.sovits_weights
+    aux = [await _read_clip(settings, clip, "aux_ref_audio_paths") for clip in aux_ref_audio_paths]
+    if params.voice is not None:
+        voice = await stored_voice(voices, params.voice)
+        if voice is None:
+            raise InvalidInput(f"voice: no stored voice {params.voice!r}", code="voice_not_found", status_code=404)
+        # The voice fills what the form left out: its prompt, its default parameters, its models.
+        given = params.model_fields_set
+        fields |= {k: v for k, v in voice.defaults.items() if k in fields and k not in given}
+        if "prompt_text" not in given:
+            fields.update(prompt_text=voice.prompt_text, prompt_lang=voice.prompt_lang)
+        gpt, sovits = gpt or voice.gpt_weights, sovits or voice.sovits_weights
+        ref, aux = voice.ref_audio, [*voice.aux_ref_audios, *aux]
+    elif ref_audio_path is None:
+        raise InvalidInput("ref_audio_path: upload the reference clip, or name a stored `voice`", code="ref_audio_required")
+    else:
+        ref = await _read_clip(settings, ref_audio_path, "ref_audio_path")
+    job = SynthesisJob(ref_audio=ref, aux_ref_audios=aux, **fields)
+    return await audio_answer(request, engine, job, params.media_type, gpt, sovits)
 
 
 async def audio_answer(

@@ -109,6 +109,11 @@ class InferenceParams(RequestModel):
         "little-endian mono PCM, no header), ogg (Ogg/Opus, 48 kHz), aac (ADTS), mp3, flac. A stream is "
         "one continuous file of that type.",
     )
+    voice: str | None = Field(
+        None,
+        description="A stored voice (`/voices`) instead of `ref_audio_path`: its clips, and its prompt text "
+        "and language, default parameters and models where the form gives none.",
+    )
     gpt_weights: str | None = Field(None, description="GPT name for this request only (default: the current one).")
     sovits_weights: str | None = Field(None, description="SoVITS name for this request only (default: current).")
 
