@@ -11,7 +11,7 @@ from fastapi import FastAPI
 from fastapi_offline import FastAPIOffline
 
 from app import __version__
-from app.compat import api_v2
+from app.compat import api_v2, openai
 from app.demo_setup import demo_warnings, prepare_demo_weights
 from app.engine.engine import Engine
 from app.errors import install_error_handlers
@@ -71,6 +71,6 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
     app.state.settings = settings
     install_error_handlers(app)
     app.add_middleware(RequestContextMiddleware, max_body_bytes=settings.max_body_bytes)
-    for module in (health, text, weights, synthesis, voices, api_v2):
+    for module in (health, text, weights, synthesis, voices, api_v2, openai):
         app.include_router(module.router)
     return app

@@ -5,11 +5,20 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field
+from pydantic import BaseModel, ConfigDict, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from app.engine.engine import EngineConfig
 from app.store.db import sqlite_url
+
+
+class ModelPair(BaseModel):
+    """The GPT and SoVITS weights an OpenAI ``model`` alias stands for (None: the current one)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    gpt: str | None = None
+    sovits: str | None = None
 
 
 class Settings(BaseSettings):
@@ -83,6 +92,11 @@ class Settings(BaseSettings):
         None,
         description="SQLAlchemy URL of the database of stored voices (e.g. postgresql+psycopg://user@host/gsv); "
         "unset: a SQLite file in data_dir. Replicas sharing it share their voices.",
+    )
+    openai_models: dict[str, ModelPair] = Field(
+        default_factory=lambda: {"tts-1": ModelPair(), "tts-1-hd": ModelPair()},
+        description="The model names /v1/audio/speech accepts besides weight names: a JSON object alias → "
+        '{"gpt": name|null, "sovits": name|null}; a null (or missing) name is the voice\'s, else the current model.',
     )
     max_body_bytes: int = Field(
         32 * 1024 * 1024,

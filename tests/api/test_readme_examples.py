@@ -59,3 +59,6 @@ def test_every_endpoint_example_runs_as_written(base_url, tmp_path):
     with av.open(str(streamed)) as container:  # the streaming example's answer: one Ogg/Opus file
         assert container.streams.audio[0].codec_context.name == "opus"
         assert sum(frame.samples for frame in container.decode(audio=0)) > 48000
+    with av.open(str(tmp_path / "speech.mp3")) as container:  # the OpenAI speech example's answer
+        assert container.format.name == "mp3"
+        assert sum(frame.samples for frame in container.decode(audio=0)) > 0
