@@ -82,6 +82,21 @@ class TTSRequest(BaseModel):
     min_chunk_length: int = 16
 
 
+class Message(BaseModel):
+    """api_v2's answer of a setter, and of every refusal."""
+
+    model_config = ConfigDict(
+        json_schema_extra={"examples": [{"message": "success"}, {"message": "text_lang is required"}]}
+    )
+
+    message: str
+    code: str | None = Field(None, description="Our error code (refusals only).")
+    Exception: str | None = Field(None, description="What failed (a setter's refusal).")
+
+
+MESSAGES = {status: {"model": Message, "description": "api_v2's `{\"message\": ...}`"} for status in (400, 403)}
+
+
 class Refusal(ServiceError):
     """An api_v2-style refusal: 400 with ``{"message": ...}``."""
 
@@ -196,10 +211,13 @@ async def _answer(request: Request, engine, settings, req: TTSRequest) -> Respon
 
 AUDIO = {
     200: {
-        "content": {t: {"schema": {"type": "string", "format": "binary"}} for t in MEDIA_TYPES.values()},
+        "content": {
+            t: {"schema": {"type": "string", "format": "binary", "examples": ["(the audio file's bytes)"]}}
+            for t in MEDIA_TYPES.values()
+        },
         "description": "The audio, whole or streamed (as /inference answers it).",
     },
-    400: {"description": "api_v2's refusal: `{\"message\": ...}`", "content": {"application/json": {}}},
+    **MESSAGES,
 }
 
 
@@ -228,17 +246,32 @@ def _switch(select, name: str | None, what: str) -> JSONResponse:
     return JSONResponse({"message": "success"})
 
 
-@router.get("/set_gpt_weights", summary="api_v2: make a GPT model the current one (a weights-root path)")
+@router.get(
+    "/set_gpt_weights",
+    summary="api_v2: make a GPT model the current one (a weights-root path)",
+    response_model=Message,
+    responses=MESSAGES,
+)
 def set_gpt_weights(engine: EngineDep, weights_path: str | None = None) -> JSONResponse:
     return _switch(engine.select_gpt, weights_path, "gpt")
 
 
-@router.get("/set_sovits_weights", summary="api_v2: make a SoVITS model the current one (a weights-root path)")
+@router.get(
+    "/set_sovits_weights",
+    summary="api_v2: make a SoVITS model the current one (a weights-root path)",
+    response_model=Message,
+    responses=MESSAGES,
+)
 def set_sovits_weights(engine: EngineDep, weights_path: str | None = None) -> JSONResponse:
     return _switch(engine.select_sovits, weights_path, "sovits")
 
 
-@router.get("/set_refer_audio", summary="api_v2: the reference /tts uses when it names none")
+@router.get(
+    "/set_refer_audio",
+    summary="api_v2: the reference /tts uses when it names none",
+    response_model=Message,
+    responses=MESSAGES,
+)
 async def set_refer_audio(request: Request, settings: SettingsDep, refer_audio_path: str | None = None) -> JSONResponse:  # fmt: skip
     if refer_audio_path in (None, ""):
         return _message(400, "refer_audio_path is required")
@@ -258,7 +291,12 @@ def _restart() -> None:
     os.execv(sys.executable, [sys.executable, *sys.argv])
 
 
-@router.get("/control", summary="api_v2: restart or exit the service (403 unless GSV_ALLOW_CONTROL)")
+@router.get(
+    "/control",
+    summary="api_v2: restart or exit the service (403 unless GSV_ALLOW_CONTROL)",
+    response_model=Message,
+    responses=MESSAGES,
+)
 async def control(settings: SettingsDep, command: str | None = None) -> Response:
     if command is None:
         return _message(400, "command is required")

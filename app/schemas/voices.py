@@ -116,4 +116,8 @@ class VoiceInfo(BaseModel):
 
 
 class VoiceList(BaseModel):
+    model_config = ConfigDict(
+        json_schema_extra={"examples": [{"voices": VoiceInfo.model_config["json_schema_extra"]["examples"]}]}
+    )
+
     voices: list[VoiceInfo] = Field(..., description="Every stored voice, by name.")
