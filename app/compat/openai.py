@@ -172,7 +172,7 @@ async def _voice(store, voice) -> object:
             },
             "description": "The audio (streamed), or server-sent events with `stream_format=sse`.",
         },
-        **openai_error_responses(400, 404, 409, 413, 429, 503),
+        **openai_error_responses(400, 404, 409, 429, 503),
     },
 )
 async def speech(

@@ -106,4 +106,9 @@ class OpenAIError(BaseModel):
 
 
 def openai_error_responses(*statuses: int) -> dict[int | str, dict]:
-    return {status: {"model": OpenAIError, "description": "OpenAI's error body"} for status in statuses}
+    """OpenAPI ``responses=`` for the statuses, plus ``4XX``: every refusal on /v1 is OpenAI-shaped (request
+    validation included, as 400; the ``4XX`` entry also stops FastAPI from documenting a 422)."""
+    statuses_and_range: tuple[int | str, ...] = (*statuses, "4XX")
+    return {
+        status: {"model": OpenAIError, "description": "OpenAI's error body"} for status in statuses_and_range
+    }
