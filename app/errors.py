@@ -162,6 +162,12 @@ def install_error_handlers(app: FastAPI) -> None:
         headers = getattr(exc, "headers", None)
         if exc.status_code == 405:
             headers = {**(headers or {}), "Allow": allowed_methods(request)}
+        if request.url.path.startswith("/v1/"):
+            # OpenAI's surface answers OpenAI's error body, also for paths none of its routes match.
+            from app.compat.openai import openai_error  # imported here: that module imports this one
+
+            code = "not_found" if exc.status_code == 404 else "http_error"
+            return openai_error(request, exc.status_code, message, code, headers=headers)
         _note(request, "http_error", message)
         return error_response(exc.status_code, message, headers=headers)
 

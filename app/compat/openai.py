@@ -168,7 +168,22 @@ async def _voice(store, voice) -> object:
                     t: {"schema": {"type": "string", "format": "binary"}}
                     for t in sorted(set(CONTENT_TYPE.values()))
                 },
-                "text/event-stream": {"schema": {"type": "string"}},
+                # One schema per event (OpenAPI 3.2's reading, which schemathesis validates each event by).
+                "text/event-stream": {
+                    "schema": {
+                        "type": "object",
+                        "properties": {
+                            "event": {"type": "string"},
+                            "data": {
+                                "type": "string",
+                                "description": 'JSON: {"type": "speech.audio.delta", "audio": BASE64} per '
+                                'chunk, then {"type": "speech.audio.done", "usage": {...}}',
+                            },
+                        },
+                        "required": ["data"],
+                        "examples": [{"data": '{"type": "speech.audio.delta", "audio": "SUQzBAAAAAAA"}'}],
+                    }
+                },
             },
             "description": "The audio (streamed), or server-sent events with `stream_format=sse`.",
         },

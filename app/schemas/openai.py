@@ -90,6 +90,17 @@ class ModelObject(BaseModel):
 
 
 class ModelList(BaseModel):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "object": "list",
+                    "data": [{"id": "tts-1", "object": "model", "created": 1764979200, "owned_by": "gsv-server"}],
+                }
+            ]
+        }
+    )
+
     object: Literal["list"] = "list"
     data: list[ModelObject]
 

@@ -207,3 +207,10 @@ def test_an_alias_can_name_a_pair_and_must_name_existing_weights(demo_root, name
         # The configured aliases replace the default ones.
         with pytest.raises(openai.NotFoundError, match="no model named 'tts-1'"):
             client.audio.speech.create(model="tts-1", voice="v", input="你好。")
+
+
+def test_an_unmatched_v1_path_answers_openais_error_body(server):
+    r = httpx.get(f"{server}/v1/models/a%0Ab")
+    assert r.status_code == 404
+    assert set(r.json()["error"]) == {"message", "type", "param", "code"}
+    assert httpx.get(f"{server}/v1/no-such-thing").json()["error"]["type"] == "invalid_request_error"
