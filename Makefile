@@ -34,12 +34,14 @@ install-dev: $(STAMP_DEV)
 run: install
 	$(BIN)/gsv-server --demo-if-empty
 
-## make test: set up .venv with dev extras and run the whole test suite. Modules marked `fullsize`
-## (full-size v3/v4 models, GBs each) run one process per module, so memory is returned between them.
+## make test: set up .venv with dev extras and run the whole test suite. The HTTP tests (many apps,
+## each with its models) run in a process of their own, and modules marked `fullsize` (full-size v3/v4
+## models, GBs each) one process per module, so memory is returned between them.
 FULLSIZE_TESTS = $(shell grep -rl --include='test_*.py' 'pytest.mark.fullsize' tests | sort)
 
 test: install-dev
-	$(BIN)/python -m pytest -m "not fullsize"
+	$(BIN)/python -m pytest -m "not fullsize" tests/api
+	$(BIN)/python -m pytest -m "not fullsize" --ignore=tests/api
 	@for module in $(FULLSIZE_TESTS); do \
 		echo "== $$module (own process)"; $(BIN)/python -m pytest -m fullsize $$module || exit 1; \
 	done
