@@ -195,6 +195,12 @@ def _voice(name="v") -> NewVoice:
 
 def test_a_create_that_fails_midway_leaves_nothing(tmp_path):
     store = _store(tmp_path)
+    assert_a_failed_create_leaves_nothing(store)
+    store.close()
+
+
+def assert_a_failed_create_leaves_nothing(store) -> None:
+    """A create whose clip insert fails leaves no row, and the name stays free (any database)."""
 
     def fail_clip_inserts(conn, cursor, statement, *args):
         if statement.lstrip().upper().startswith("INSERT INTO VOICE_CLIPS"):
@@ -210,7 +216,6 @@ def test_a_create_that_fails_midway_leaves_nothing(tmp_path):
         assert connection.execute(sa.text("SELECT count(*) FROM voice_clips")).scalar() == 0
     store.create(_voice())  # the name is free: nothing of the failed attempt holds it
     assert [v.name for v in store.list()] == ["v"]
-    store.close()
 
 
 def test_deleting_a_voice_deletes_its_clips_in_the_database(tmp_path):

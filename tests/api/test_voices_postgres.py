@@ -24,7 +24,6 @@ import sqlalchemy as sa
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from fastapi.testclient import TestClient
-from sqlalchemy import event
 
 from app.main import create_app
 from app.settings import Settings, store_url
@@ -33,7 +32,7 @@ from app.store.migrate import current_revision, head_revision, upgrade
 from app.store.models import Base
 from app.store.voices import VoiceStore
 from tests.api.test_inference import REF
-from tests.api.test_voices import _voice, create
+from tests.api.test_voices import assert_a_failed_create_leaves_nothing, create
 
 PG_USER = "gsv"  # the server's superuser (initdb -U), trusted without a password
 
@@ -235,21 +234,7 @@ def test_a_create_that_fails_midway_leaves_nothing(pg_url):
     engine = make_engine(pg_url)
     upgrade(engine)
     store = VoiceStore(engine)
-
-    def fail_clip_inserts(conn, cursor, statement, *args):
-        if statement.lstrip().upper().startswith("INSERT INTO VOICE_CLIPS"):
-            raise RuntimeError("disk full (simulated)")
-
-    event.listen(store.engine, "before_cursor_execute", fail_clip_inserts)
-    with pytest.raises(RuntimeError, match="simulated"):
-        store.create(_voice())
-    event.remove(store.engine, "before_cursor_execute", fail_clip_inserts)
-
-    with store.engine.connect() as connection:
-        assert connection.execute(sa.text("SELECT count(*) FROM voices")).scalar() == 0
-        assert connection.execute(sa.text("SELECT count(*) FROM voice_clips")).scalar() == 0
-    store.create(_voice())  # the name is free: nothing of the failed attempt holds it
-    assert [v.name for v in store.list()] == ["v"]
+    assert_a_failed_create_leaves_nothing(store)
     store.delete("v")
     with store.engine.connect() as connection:  # the clips go with their voice (ON DELETE CASCADE)
         assert connection.execute(sa.text("SELECT count(*) FROM voice_clips")).scalar() == 0
