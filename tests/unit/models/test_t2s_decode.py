@@ -76,10 +76,12 @@ def tokens_equal(a: list[torch.Tensor], b: list[torch.Tensor]) -> bool:
     return len(a) == len(b) and all(torch.equal(x, y) for x, y in zip(a, b, strict=True))
 
 
-def run_together(model: T2SModel, requests: list[DecodeRequest], join_at: list[int], slots: int = 16):
-    """Decode in one batch; request i is added before step ``join_at[i]``. Returns tokens per request
-    and the batch."""
-    batch = DecodeBatch(model, slots, 1600)
+def run_together(
+    model: T2SModel, requests: list[DecodeRequest], join_at: list[int], slots: int = 16, context: int = 1600, **options
+):
+    """Decode in one batch (``DecodeBatch(model, slots, context, **options)``); request i is added before
+    step ``join_at[i]``. Returns tokens per request and the batch."""
+    batch = DecodeBatch(model, slots, context, **options)
     groups = [new_group(model, r) for r in requests]
     step = 0
     while step <= max(join_at) or batch.busy:

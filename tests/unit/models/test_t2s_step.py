@@ -19,7 +19,7 @@ import app.engine.models.t2s_step as t2s_step
 from app.engine.models.t2s import T2SModel
 from app.engine.models.t2s_decode import DecodeBatch, decode_alone, new_group
 from app.engine.models.t2s_step import RecordedStep, eager_width, graph_width
-from tests.unit.models.test_t2s_decode import CONFIG, NEIGHBOURS, request, tokens_equal
+from tests.unit.models.test_t2s_decode import CONFIG, NEIGHBOURS, request, run_together, tokens_equal
 
 
 @pytest.fixture(scope="module")
@@ -39,16 +39,8 @@ def decode(model, specs, join_at, *, graphs, slots=16, context=1600):
         request(**spec, on_logits=lambda rows, step, logits, i=i: seen[i].append(logits))
         for i, spec in enumerate(specs)
     ]
-    batch = DecodeBatch(model, slots, context, graphs=graphs)
-    groups = [new_group(model, r) for r in requests]
-    step = 0
-    while step <= max(join_at) or batch.busy:
-        for group, at in zip(groups, join_at, strict=True):
-            if at == step:
-                batch.add(group)
-        batch.step()
-        step += 1
-    return [g.tokens() for g in groups], seen, batch
+    tokens, batch = run_together(model, requests, join_at, slots, context, graphs=graphs)
+    return tokens, seen, batch
 
 
 def test_a_cpu_batch_decodes_eagerly_unless_asked(model):
