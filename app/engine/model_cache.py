@@ -83,6 +83,11 @@ class ModelCache(Generic[T]):
                 del self._items[key]
                 log.info("dropped %s %s", self._name, key)
 
+    def clear(self) -> None:
+        """Let every entry go (the owner shuts down; not an eviction, so nobody is told)."""
+        with self._lock:
+            self._items.clear()
+
     def _evict(self, keep: int) -> list[Hashable]:
         """Drop least recently used entries until at most ``keep`` remain (caller holds the lock)."""
         evicted = []

@@ -91,7 +91,13 @@ class ModelManager:
         self._load_failures: dict[tuple[str, str], str] = {}  # (gpt, sovits) -> why its voice failed
 
     def close(self) -> None:
+        """Stop loading and let every model go: a closed manager loads nothing more, and whatever
+        still refers to it (an app object after its lifespan, as tests make many) holds no GBs."""
         self._loader.shutdown(wait=False, cancel_futures=True)
+        for cache in (self._voices, self._gpt, self._sovits):
+            cache.clear()
+        self._shared, self._bandwidth_extender = None, None
+        self._vocoders.clear()
 
     # ---------------------------------------------------------------- the loader thread
     def _mark_loader_thread(self) -> None:
