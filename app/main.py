@@ -16,8 +16,9 @@ from app.demo_setup import demo_warnings, prepare_demo_weights
 from app.engine.engine import Engine
 from app.errors import install_error_handlers
 from app.logging_setup import configure_logging
+from app.metrics import AppMetrics, HttpMetricsMiddleware
 from app.middleware import RequestContextMiddleware
-from app.routers import health, synthesis, text, voices, weights
+from app.routers import health, metrics, synthesis, text, voices, weights
 from app.schemas.errors import error_responses
 from app.settings import Settings, engine_config, store_url
 from app.store.voices import open_voice_store
@@ -44,7 +45,8 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
         # The database schema is brought up to date (Alembic) before anything serves; in a thread,
         # as migrating a remote database can take a while.
         app.state.voices = await asyncio.to_thread(open_voice_store, store_url(settings))
-        app.state.engine = engine or Engine(engine_config(settings))
+        # The engine reports its work to the app's metrics (an engine handed in keeps its own telemetry).
+        app.state.engine = engine or Engine(engine_config(settings), telemetry=app.state.metrics)
         if settings.demo_if_empty:
             prepare_demo_weights(settings.weights_root, app.state.engine.weight_choices())
         for warning in demo_warnings(settings.weights_root):
@@ -69,8 +71,10 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
         responses=error_responses(400, 413, 500),
     )
     app.state.settings = settings
+    app.state.metrics = AppMetrics()
     install_error_handlers(app)
     app.add_middleware(RequestContextMiddleware, max_body_bytes=settings.max_body_bytes)
-    for module in (health, text, weights, synthesis, voices, api_v2, openai):
+    app.add_middleware(HttpMetricsMiddleware, metrics=app.state.metrics)  # outermost: sees every answer
+    for module in (health, text, weights, synthesis, voices, api_v2, openai, metrics):
         app.include_router(module.router)
     return app

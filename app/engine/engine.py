@@ -15,7 +15,8 @@ import asyncio
 import dataclasses
 import logging
 import threading
-from collections.abc import AsyncIterator
+import time
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -30,6 +31,7 @@ from app.engine.models.t2s_decode import decode_alone
 from app.engine.pipeline import ALONE, DEFAULT_NOISE_SCALE, Stages, SynthesisResult
 from app.engine.runner import Runner, WorkItem
 from app.engine.scheduler import Scheduler, Ticket
+from app.engine.telemetry import NO_TELEMETRY, Telemetry
 from app.engine.text import zh
 from app.engine.text.cut import to_cut
 from app.engine.text.en import lexicon as en_lexicon
@@ -81,11 +83,15 @@ def resolve_device(setting: str) -> str:
 
 
 class Engine:
-    def __init__(self, config: EngineConfig):
+    def __init__(self, config: EngineConfig, telemetry: Telemetry = NO_TELEMETRY):
+        """``telemetry`` hears what the engine does, for monitoring (the service: Prometheus metrics)."""
         self.config = config
+        self.telemetry = telemetry
         self.device = resolve_device(config.device)
         self.dtype = torch.float16 if config.half and self.device.startswith("cuda") else torch.float32
-        self.models = ModelManager(config.weights_root, self.device, self.dtype, config.max_loaded_models)
+        self.models = ModelManager(
+            config.weights_root, self.device, self.dtype, config.max_loaded_models, telemetry
+        )
         self.scheduler: Scheduler | None = None
         self.gpt_stage: GptStage | None = None
 
@@ -107,12 +113,13 @@ class Engine:
         stages, workers, worker_threads = ALONE, 1, threads
         if not self.config.cuda_graphs:
             stages = Stages(gpt=lambda model, request: decode_alone(model, request, graphs=False))
+        stages = Stages(gpt=self._reported(stages.gpt))
         if self.config.continuous_batching:
             # The GPT thread and one other stage (frontend or decoder, which take turns) compute at
             # once, each with every CPU thread. Measured on 2 cores (benchmarks/serving.py, 16 clients):
             # halving the threads was 40% slower, two side lanes of one thread each 4% faster.
             self.gpt_stage = GptStage(
-                self.config.gpt_slots, self.config.gpt_context, threads, self.config.cuda_graphs
+                self.config.gpt_slots, self.config.gpt_context, threads, self.config.cuda_graphs, self.telemetry
             )
             # Looked up per call, so that the stage's ``decode`` can be wrapped (the conformance
             # recorder does) without rebuilding the runner.
@@ -120,12 +127,29 @@ class Engine:
                 gpt=lambda model, request: self.gpt_stage.decode(model, request), turn=threading.Lock()
             )
             workers = self.config.gpt_slots
-        runner = Runner(self.config.decoder_noise_scale, stages, worker_threads)
-        self.scheduler = Scheduler(runner, max_queue=self.config.max_queue, workers=workers)
+        runner = Runner(self.config.decoder_noise_scale, stages, worker_threads, self.telemetry)
+        self.scheduler = Scheduler(
+            runner, max_queue=self.config.max_queue, workers=workers, telemetry=self.telemetry
+        )
         log.info(
             "continuous batching %s (%d request(s) at once)",
             "on" if self.config.continuous_batching else "off", workers,
         )  # fmt: skip
+
+    def _reported(self, decode: Callable) -> Callable:
+        """One request at a time: its GPT decode, reported as the GPT stage reports its steps. The
+        decode is not seen step by step here: a parallel request steps until its longest row ends,
+        a sequential one row after another."""
+
+        def decode_reported(model, request):
+            began = time.perf_counter()
+            rows = decode(model, request)
+            lengths = [int(r.shape[0]) for r in rows]
+            steps = max(lengths, default=0) if request.parallel else sum(lengths)
+            self.telemetry.gpt_decoded(sum(lengths), steps, time.perf_counter() - began)
+            return rows
+
+        return decode_reported
 
     def stop(self) -> None:
         if self.scheduler is not None:
@@ -181,7 +205,9 @@ class Engine:
         not affect it; loading it never holds up the worker."""
         ticket = self._enqueue(await self._prepare(job, gpt_weights, sovits_weights))
         try:
-            return await ticket.future
+            result = await ticket.future
+            self.telemetry.audio_produced(result.seconds)
+            return result
         except asyncio.CancelledError:  # the caller gave up (its client went away): free the worker
             self.scheduler.withdraw(ticket)
             raise
@@ -192,6 +218,7 @@ class Engine:
         """Like ``synthesize``, but the audio comes as int16 chunks while it is made (the job's
         ``streaming_mode`` says how it is cut; mode 0 gives one chunk). The seed and the sample rate
         are fixed before the first chunk. Closing the chunk iterator early withdraws the request."""
+        asked = time.perf_counter()
         if job.requested_seed == -1:  # drawn now, so that it is known before any audio
             job = dataclasses.replace(job, seed=planning.resolve_seed(-1), keep_random=False)
         work = await self._prepare(job, gpt_weights, sovits_weights)
@@ -201,21 +228,34 @@ class Engine:
         ticket = self._enqueue(work)
         extender = work.bandwidth_extender
         rate = extender.cfg.output_rate if extender is not None else work.voice.sample_rate
-        return AudioStream(rate, job.requested_seed, self._chunks(ticket, arrived))
+        return AudioStream(rate, job.requested_seed, self._chunks(ticket, arrived, rate, asked))
 
-    async def _chunks(self, ticket: Ticket, arrived: asyncio.Queue) -> AsyncIterator[np.ndarray]:
-        """A ticket's chunks as they arrive; at its end, its error (if any) is raised."""
+    async def _chunks(
+        self, ticket: Ticket, arrived: asyncio.Queue, rate: int, asked: float
+    ) -> AsyncIterator[np.ndarray]:
+        """A ticket's chunks as they arrive; at its end, its error (if any) is raised. ``asked``:
+        when the stream was asked for (perf_counter), to report the time to its first audio."""
+        first = True
+
+        def handed_out(chunk: np.ndarray) -> np.ndarray:
+            nonlocal first
+            if first and chunk.shape[0]:
+                first = False
+                self.telemetry.first_audio(time.perf_counter() - asked)
+            self.telemetry.audio_produced(chunk.shape[0] / rate)
+            return chunk
+
         try:
             while True:
                 next_chunk = asyncio.ensure_future(arrived.get())
                 await asyncio.wait({next_chunk, ticket.future}, return_when=asyncio.FIRST_COMPLETED)
                 if next_chunk.done():
-                    yield next_chunk.result()
+                    yield handed_out(next_chunk.result())
                     continue
                 next_chunk.cancel()
                 # Chunks are handed over before the outcome (one FIFO of loop callbacks): drain them.
                 while not arrived.empty():
-                    yield arrived.get_nowait()
+                    yield handed_out(arrived.get_nowait())
                 ticket.future.result()
                 return
         finally:

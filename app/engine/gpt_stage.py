@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 import weakref
 from dataclasses import dataclass
 
@@ -25,6 +26,7 @@ import torch
 from app.engine.memory import available_bytes
 from app.engine.models.t2s import T2SModel
 from app.engine.models.t2s_decode import DecodeBatch, DecodeRequest, new_group
+from app.engine.telemetry import NO_TELEMETRY, Telemetry
 
 log = logging.getLogger(__name__)
 
@@ -40,8 +42,16 @@ class GptStats:
 
 
 class GptStage:
-    def __init__(self, slots: int, context: int, threads: int = 0, cuda_graphs: bool = True):
+    def __init__(
+        self,
+        slots: int,
+        context: int,
+        threads: int = 0,
+        cuda_graphs: bool = True,
+        telemetry: Telemetry = NO_TELEMETRY,
+    ):
         self.slots, self.context = slots, context
+        self._telemetry = telemetry
         # Decode steps replayed from CUDA graphs when the model is on CUDA; False: always eager.
         self._graphs: bool | None = None if cuda_graphs else False
         self._threads = threads  # PyTorch CPU threads of the GPT thread (0: PyTorch's default)
@@ -115,12 +125,14 @@ class GptStage:
                     arrivals, self._inbox = self._inbox, []
                 self._place_all(arrivals)
                 del arrivals  # this frame must not keep a model alive (batches hold theirs weakly)
+                began, before = time.perf_counter(), self._counts()
                 for batch in [*self._batches.values(), *self._private]:
                     if batch.busy:
                         self._step(batch)
                 for batch in [b for b in self._private if not b.busy]:
                     self._retire(batch)
                     self._private.remove(batch)
+                self._report(began, before)
 
     def _place_all(self, arrivals: list) -> None:
         for model, group in arrivals:
@@ -162,6 +174,19 @@ class GptStage:
         except Exception as exc:  # a failed step ends the requests in it, not the stage
             log.exception("GPT decode step failed")
             batch.fail_all(exc)
+
+    def _counts(self) -> tuple[int, int]:
+        """(steps, rows stepped) so far, retired batches included."""
+        stats = self.stats()
+        return stats.steps, stats.rows_stepped
+
+    def _report(self, began: float, before: tuple[int, int]) -> None:
+        """One loop iteration's work and the slots' state, to the telemetry (per step, not per token)."""
+        steps, rows = self._counts()
+        if steps > before[0]:
+            self._telemetry.gpt_decoded(rows - before[1], steps - before[0], time.perf_counter() - began)
+        batches = [*self._batches.values(), *self._private]
+        self._telemetry.gpt_slots(sum(b.live_rows() for b in batches), sum(b.capacity for b in batches))
 
     def _retire(self, batch: DecodeBatch) -> None:
         self._retired.steps += batch.steps

@@ -27,15 +27,18 @@ class ModelCache(Generic[T]):
         loader: Callable[[Hashable], T],
         name: str = "model",
         on_evict: Callable[[Hashable], None] | None = None,
+        on_event: Callable[[str], None] | None = None,
     ):
         """``on_evict(key)`` runs (outside the cache's lock) after an entry is dropped, so objects
-        built on top of it (a voice holds its models) can be dropped too and the memory comes back."""
+        built on top of it (a voice holds its models) can be dropped too and the memory comes back.
+        ``on_event(event)`` is told of every "hit", "load" and "eviction" (for monitoring)."""
         if capacity < 1:
             raise ValueError("capacity must be at least 1")
         self.capacity = capacity
         self._loader = loader
         self._name = name
         self._on_evict = on_evict
+        self._on_event = on_event or (lambda event: None)
         self._items: collections.OrderedDict[Hashable, T] = collections.OrderedDict()
         self._lock = threading.Lock()
         self._loading: dict[Hashable, threading.Lock] = {}
@@ -44,12 +47,14 @@ class ModelCache(Generic[T]):
         with self._lock:
             if key in self._items:
                 self._items.move_to_end(key)
+                self._on_event("hit")
                 return self._items[key]
             key_lock = self._loading.setdefault(key, threading.Lock())
         with key_lock:  # one loader per key; others wait for it
             with self._lock:
-                if key in self._items:
+                if key in self._items:  # another caller loaded it meanwhile
                     self._items.move_to_end(key)
+                    self._on_event("hit")
                     return self._items[key]
                 evicted = self._evict(keep=self.capacity - 1)
             self._notify(evicted)
@@ -60,6 +65,7 @@ class ModelCache(Generic[T]):
                 with self._lock:
                     self._loading.pop(key, None)
                 raise
+            self._on_event("load")
             with self._lock:
                 self._items[key] = value
                 self._items.move_to_end(key)
@@ -74,6 +80,7 @@ class ModelCache(Generic[T]):
             if key not in self._items:
                 return None
             self._items.move_to_end(key)
+            self._on_event("hit")
             return self._items[key]
 
     def discard_where(self, predicate: Callable[[Hashable], bool]) -> None:
@@ -81,6 +88,7 @@ class ModelCache(Generic[T]):
         with self._lock:
             for key in [k for k in self._items if predicate(k)]:
                 del self._items[key]
+                self._on_event("eviction")
                 log.info("dropped %s %s", self._name, key)
 
     def clear(self) -> None:
@@ -94,6 +102,7 @@ class ModelCache(Generic[T]):
         while len(self._items) > keep:
             key, _ = self._items.popitem(last=False)
             log.info("evicted %s %s (least recently used)", self._name, key)
+            self._on_event("eviction")
             evicted.append(key)
         return evicted
 

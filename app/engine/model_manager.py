@@ -45,6 +45,7 @@ from app.engine.model_cache import ModelCache
 from app.engine.models.bandwidth_extension import BandwidthExtender
 from app.engine.models.t2s import T2SModel
 from app.engine.registry import ModelVersion, WeightRegistry
+from app.engine.telemetry import NO_TELEMETRY, Telemetry
 from app.engine.text.symbols import text_version_of_gpt
 from app.engine.voice import SharedModels, Voice, VoiceLoadError
 
@@ -67,18 +68,34 @@ class SovitsChoice:
 
 
 class ModelManager:
-    def __init__(self, weights_root: str | Path, device: str, dtype: torch.dtype, max_loaded: int = 2):
+    def __init__(
+        self,
+        weights_root: str | Path,
+        device: str,
+        dtype: torch.dtype,
+        max_loaded: int = 2,
+        telemetry: Telemetry = NO_TELEMETRY,
+    ):
         self.root = Path(weights_root)
         self.device = device
         self.dtype = dtype
         self.registry = WeightRegistry(self.root)
         # A voice must not outlive an evicted model, or that model's memory would stay held by it.
-        self._voices: ModelCache[Voice] = ModelCache(max_loaded, self._build_voice, "voice")
+        def events(kind: str):
+            return lambda event: telemetry.model_cache(kind, event)
+
+        self._voices: ModelCache[Voice] = ModelCache(
+            max_loaded, self._build_voice, "voice", on_event=events("voice")
+        )
         self._gpt: ModelCache[T2SModel] = ModelCache(
-            max_loaded, self._load_gpt, "GPT", on_evict=lambda name: self._drop_voices(0, name)
+            max_loaded, self._load_gpt, "GPT", on_evict=lambda name: self._drop_voices(0, name), on_event=events("gpt")
         )
         self._sovits: ModelCache[LoadedSovits] = ModelCache(
-            max_loaded, self._load_sovits, "SoVITS", on_evict=lambda name: self._drop_voices(1, name)
+            max_loaded,
+            self._load_sovits,
+            "SoVITS",
+            on_evict=lambda name: self._drop_voices(1, name),
+            on_event=events("sovits"),
         )
         self._shared: SharedModels | None = None
         self._vocoders: dict[str, Vocoder] = {}

@@ -37,9 +37,9 @@ import logging
 import queue
 import threading
 import time
-from collections.abc import Callable
-from contextlib import AbstractContextManager, nullcontext
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import AbstractContextManager, contextmanager, nullcontext
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -70,6 +70,9 @@ class SynthesisResult:
     sample_rate: int
     audio: np.ndarray  # int16, mono
     seed: int  # the seed actually used (a drawn one when the job asked for -1)
+    # Seconds each stage took: "frontend" (references, text, BERT), "gpt" (waiting for and taking part
+    # in the GPT decode), "decoder" (to waveforms, super-sampling included), summed over the pieces.
+    stage_seconds: Mapping[str, float] = field(default_factory=dict)
 
     @property
     def seconds(self) -> float:
@@ -89,6 +92,22 @@ class Stages:
 
 
 ALONE = Stages()
+
+
+class _StageClock:
+    """Seconds spent in each stage of one synthesis (a stream's GPT runs on another thread: each
+    stage is added to by one thread only)."""
+
+    def __init__(self):
+        self.seconds = {"frontend": 0.0, "gpt": 0.0, "decoder": 0.0}
+
+    @contextmanager
+    def __call__(self, stage: str) -> Iterator[None]:
+        began = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.seconds[stage] += time.perf_counter() - began
 
 
 @dataclass(frozen=True)
@@ -134,8 +153,9 @@ def synthesize(
         raise Conflict("super_sampling needs the AP-BWE model", code="super_sampling_model_missing")
     if generator is None:
         generator = torch.Generator(device=voice.device).manual_seed(plan.seed)
+    clock = _StageClock()
 
-    with stages.turn:
+    with stages.turn, clock("frontend"):
         # references (main first: its conditioning leads the average, as upstream orders them)
         conditioning = [voice.conditioning(r) for r in plan.references]
         check_stop()
@@ -164,7 +184,7 @@ def synthesize(
 
     def features_of(rows: list[int]) -> list[torch.Tensor]:
         if missing := [i for i in rows if i not in features]:
-            with stages.turn:
+            with stages.turn, clock("frontend"):
                 for i in missing:
                     features[i] = voice.shared.bert.segment_features(segments[i])
         return [features[i] for i in rows]
@@ -204,11 +224,11 @@ def synthesize(
             check_stop()
             request = _gpt_request(job, [segment], features_of([number - 1]), prompt, generator, should_stop,
                                    parallel=False)  # fmt: skip
-            _stream_piece(request, voice, segment, conditioning, settings, similarity, stages, emit, job)
+            _stream_piece(request, voice, segment, conditioning, settings, similarity, stages, emit, job, clock)
             emit(np.zeros(pause, dtype=np.int16))
             if on_progress is not None:
                 on_progress("batch", number, len(segments))
-        return _finished(np.concatenate(streamed), voice.sample_rate, plan.seed, started)
+        return _finished(np.concatenate(streamed), voice.sample_rate, plan.seed, started, clock)
 
     batches = plan_batches(
         [len(s.norm_text) for s in segments], job.batch_size, job.batch_threshold, plan.bucket
@@ -227,16 +247,18 @@ def synthesize(
         batch_started = time.perf_counter()
         request = _gpt_request(job, [segments[i] for i in rows], features_of(rows), prompt,
                                generator, should_stop, parallel=job.parallel_infer)  # fmt: skip
-        tokens = _decode_tokens(voice, request, stages)
+        with clock("gpt"):
+            tokens = _decode_tokens(voice, request, stages)
         check_stop()
         phones = [torch.tensor(segments[i].phone_ids, dtype=torch.long) for i in rows]
-        with stages.turn:
+        with stages.turn, clock("decoder"):
             audio = voice.decoder.fragments(tokens, phones, conditioning, settings)
         for index, fragment in zip(rows, audio, strict=True):
             fragments[index] = fragment
         if plan.streaming_mode:  # mode 1: this batch's pieces, each followed by its pause, as a chunk
             check_stop()
-            emit(_to_output(assemble_fragments(audio, pause), extender, voice))
+            with clock("decoder"):
+                emit(_to_output(assemble_fragments(audio, pause), extender, voice))
         done += len(rows)
         log.info(
             "batch %d/%d: %d piece(s), %s tokens, %.2f s",
@@ -248,15 +270,16 @@ def synthesize(
 
     sample_rate = bandwidth_extender.cfg.output_rate if plan.super_sample else voice.sample_rate
     if plan.streaming_mode:
-        return _finished(np.concatenate(streamed), sample_rate, plan.seed, started)
+        return _finished(np.concatenate(streamed), sample_rate, plan.seed, started, clock)
     # assembly. Quirk kept: the pause length uses the SoVITS model's rate (upstream does so even for
     # v3/v4, whose vocoder output rate differs).
     waveform = assemble_fragments([f for f in fragments if f is not None], pause)
     check_stop()
-    audio = _to_output(waveform, extender, voice)
+    with clock("decoder"):
+        audio = _to_output(waveform, extender, voice)
     if on_chunk is not None:  # asked for chunks without streaming: the whole answer is the one chunk
         on_chunk(audio)
-    return _finished(audio, sample_rate, plan.seed, started)
+    return _finished(audio, sample_rate, plan.seed, started, clock)
 
 
 def _to_output(waveform: np.ndarray, extender: BandwidthExtender | None, voice: Voice) -> np.ndarray:
@@ -267,12 +290,14 @@ def _to_output(waveform: np.ndarray, extender: BandwidthExtender | None, voice: 
     return to_int16(waveform)
 
 
-def _finished(audio: np.ndarray, sample_rate: int, seed: int, started: float) -> SynthesisResult:
+def _finished(
+    audio: np.ndarray, sample_rate: int, seed: int, started: float, clock: _StageClock
+) -> SynthesisResult:
     log.info(
         "synthesised %.2f s of audio at %d Hz in %.2f s",
         audio.shape[0] / sample_rate, sample_rate, time.perf_counter() - started,
     )  # fmt: skip
-    return SynthesisResult(sample_rate=sample_rate, audio=audio, seed=seed)
+    return SynthesisResult(sample_rate=sample_rate, audio=audio, seed=seed, stage_seconds=dict(clock.seconds))
 
 
 _GPT_DONE = object()
@@ -288,6 +313,7 @@ def _stream_piece(
     stages: Stages,
     emit: Callable[[np.ndarray], None],
     job: SynthesisJob,
+    clock: _StageClock,
 ) -> None:
     """Streaming modes 2/3 for one piece: the GPT decodes it on another thread (alone, or beside
     other requests in the GPT stage) and reports each token; the cut rule turns tokens into chunks,
@@ -310,7 +336,8 @@ def _stream_piece(
 
     def run_gpt() -> None:
         try:
-            _decode_tokens(voice, request, stages)
+            with clock("gpt"):
+                _decode_tokens(voice, request, stages)
             events.put(_GPT_DONE)
         except BaseException as exc:  # handed to the consumer, which raises it
             events.put(exc)
@@ -328,7 +355,7 @@ def _stream_piece(
             if isinstance(event, BaseException):
                 raise event
             tokens, final = event
-            with stages.turn:
+            with stages.turn, clock("decoder"):
                 audio = stitcher.chunk(tokens, final)
             if audio is not None:
                 emit(to_int16(peak_limited(audio.cpu().numpy())))

@@ -18,6 +18,7 @@ from app.engine.memory import release_freed_memory
 from app.engine.models.bandwidth_extension import BandwidthExtender
 from app.engine.pipeline import ALONE, Stages, synthesize
 from app.engine.scheduler import Ticket
+from app.engine.telemetry import NO_TELEMETRY, Telemetry
 from app.engine.voice import Voice
 from app.logging_setup import request_id_var
 
@@ -35,10 +36,13 @@ class WorkItem:
 
 
 class Runner:
-    def __init__(self, noise_scale: float, stages: Stages = ALONE, threads: int = 0):
+    def __init__(
+        self, noise_scale: float, stages: Stages = ALONE, threads: int = 0, telemetry: Telemetry = NO_TELEMETRY
+    ):
         self.noise_scale = noise_scale  # the SoVITS decoder's sampling noise (GSV_DECODER_NOISE_SCALE)
         self.stages = stages  # how a request's stages meet other requests' (continuous batching or not)
         self.threads = threads  # PyTorch CPU threads of each worker thread (0: PyTorch's default)
+        self.telemetry = telemetry
 
     def __call__(self, batch: Sequence[Ticket]) -> None:
         """Run each ticket of a batch through the pipeline, one after another (with continuous
@@ -58,6 +62,7 @@ class Runner:
                     stages=self.stages,
                     on_chunk=item.on_chunk,
                 )
+                self.telemetry.synthesized(result.stage_seconds)
                 ticket.resolve(result)
             except Exception as exc:  # handed to the request, which answers it
                 if not isinstance(exc, EngineError):

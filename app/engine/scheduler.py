@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from app.engine.errors import Busy, Cancelled
+from app.engine.telemetry import NO_TELEMETRY, Telemetry
 from app.logging_setup import request_id_var
 
 log = logging.getLogger(__name__)
@@ -84,8 +85,10 @@ class Scheduler:
         max_batch: int = 1,
         name: str = "synthesis",
         workers: int = 1,
+        telemetry: Telemetry = NO_TELEMETRY,
     ):
         self._runner = runner
+        self._telemetry = telemetry
         self._max_queue = max_queue
         self._max_batch = max_batch
         self._workers = workers
@@ -113,11 +116,11 @@ class Scheduler:
         loop = asyncio.get_running_loop()
         ticket = Ticket(request_id, job, batch_key, loop, loop.create_future(), cost=max(cost, 1e-6))
         with self._cond:
-            if self._closed:
-                raise QueueFull(retry_after_s=5)
-            if len(self._queue) >= self._max_queue:
-                raise QueueFull(self._retry_after())
+            if self._closed or len(self._queue) >= self._max_queue:
+                self._telemetry.rejected()
+                raise QueueFull(5 if self._closed else self._retry_after())
             self._queue.append(ticket)
+            self._report()
             self._cond.notify()
         log.info("queued synthesis (queue length %d)", len(self._queue))
         return ticket
@@ -127,6 +130,7 @@ class Scheduler:
         there was work to stop."""
         queued, running = self._stop(lambda t: t is ticket)
         if queued or running:
+            self._telemetry.cancelled("client_gone", 1)
             log.info("client went away: %s synthesis cancelled", "queued" if queued else "running")
         return bool(queued or running)
 
@@ -139,6 +143,7 @@ class Scheduler:
         queued, running = self._stop(lambda t: request_id is None or t.request_id == request_id)
         stopped = len(queued) + len(running)
         if stopped:
+            self._telemetry.cancelled("stop", stopped)
             log.info(
                 "cancelled %d synthesis request(s)%s", stopped, f" for {request_id}" if request_id else ""
             )
@@ -152,6 +157,8 @@ class Scheduler:
             queued = [t for t in self._queue if matches(t)]
             for ticket in queued:
                 self._queue.remove(ticket)
+            if queued:
+                self._report()
         for ticket in (*running, *queued):
             ticket.cancel()
         for ticket in queued:
@@ -172,6 +179,10 @@ class Scheduler:
             thread.join(timeout)
 
     # ---------------------------------------------------------------- worker side
+    def _report(self) -> None:
+        """Tell the telemetry the queue's new state (the caller holds the lock)."""
+        self._telemetry.queue_changed(len(self._queue), len(self._running))
+
     def _retry_after(self) -> int:
         """Seconds until the queue has drained at the recent pace: the queued work (sum of costs)
         x recent seconds per unit of cost / requests served at once. Weighing by cost keeps a burst of
@@ -204,6 +215,7 @@ class Scheduler:
                     batch.append(ticket)
             now = time.monotonic()
             self._running.update((t, now) for t in batch)
+            self._report()
             return batch
 
     def _work(self) -> None:
@@ -222,5 +234,6 @@ class Scheduler:
                 request_id_var.reset(token)
                 with self._cond:
                     started = min(self._running.pop(t) for t in batch)
+                    self._report()
                     # Seconds and cost of each batch: the pace Retry-After is estimated from.
                     self._recent_work.append((time.monotonic() - started, sum(t.cost for t in batch)))
