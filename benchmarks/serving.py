@@ -5,6 +5,8 @@
     python benchmarks/serving.py --device cuda --half             # the same on a GPU
     python benchmarks/serving.py --save base.json                 # keep the numbers
     python benchmarks/serving.py --compare benchmarks/baselines/serving-cpu-2cores.json
+    python benchmarks/serving.py --prepare                        # print the weights root, for a server
+    python benchmarks/serving.py --url http://127.0.0.1:8000 --clients 16   # a running server, over HTTP
 
 The engine runs in-process exactly as the service runs it (model manager, planning, scheduler, GPT
 stage, pipeline), once per mode (``continuous_batching`` on, then off), on a weights root of
@@ -21,6 +23,11 @@ second), mean live rows per GPT decode step, and peak memory (CUDA: allocated; C
 sampled every 50 ms). ``--compare`` adds each number's ratio to a saved run; the last table compares
 the two modes of this run (the goal on CPU: continuous >= 2x the throughput of one-at-a-time at 16
 clients, with a lower p95).
+
+``--url``: the same clients and requests sent to a running server's ``POST /inference`` instead (one
+replica under ``gsv-server``, or many behind Ray Serve's proxy), started on the ``--prepare`` weights
+root. Throughput and latencies then include HTTP (and any proxy); GPT tokens, rows and memory are the
+server's and are not measured (0). The answers' ``X-Replica`` headers are counted when present.
 """
 
 from __future__ import annotations
@@ -228,6 +235,72 @@ async def drive(
     return latencies, audio
 
 
+async def drive_http(url: str, clients: int, requests: int, voices: list[str]) -> tuple[list[float], float, dict]:
+    """``drive`` over HTTP: (latencies, seconds of audio, answers per X-Replica)."""
+    import io
+
+    import httpx
+    import soundfile as sf
+
+    latencies: list[float] = []
+    audio = 0.0
+    replicas: dict[str, int] = {}
+    clips = {}
+    for i in range(len(VOICES)):
+        buffer = io.BytesIO()
+        ref = reference(5.0, i)
+        sf.write(buffer, ref.samples, ref.sample_rate, format="WAV", subtype="PCM_16")
+        clips[i] = buffer.getvalue()
+
+    async def client(i: int, http: httpx.AsyncClient) -> None:
+        nonlocal audio
+        for n in range(requests):
+            job, sovits = make_job(i, n, voices)
+            form = {"text": job.text, "text_lang": job.text_lang, "prompt_text": job.prompt_text,
+                    "prompt_lang": job.prompt_lang, "seed": str(job.seed), "keep_random": "false",
+                    "text_split_method": job.text_split_method, "gpt_weights": GPT_NAME,
+                    "sovits_weights": sovits, "media_type": "raw"}  # fmt: skip
+            clip = clips[i % len(VOICES)]
+            started = time.perf_counter()
+            r = await http.post("/inference", data=form, files={"ref_audio_path": ("ref.wav", clip, "audio/wav")})
+            latencies.append(time.perf_counter() - started)
+            r.raise_for_status()
+            audio += len(r.content) / 2 / int(r.headers["x-sample-rate"])
+            replica = r.headers.get("x-replica", "-")
+            replicas[replica] = replicas.get(replica, 0) + 1
+
+    limits = httpx.Limits(max_connections=clients)
+    async with httpx.AsyncClient(base_url=url, timeout=1800, limits=limits) as http:
+        await asyncio.gather(*(client(i, http) for i in range(clients)))
+    return latencies, audio, replicas
+
+
+def run_http(args) -> dict[str, dict]:
+    rows: dict[str, dict] = {}
+    # Warm-up: load the voices (twice each, at once, so that several replicas behind a proxy load them).
+    asyncio.run(drive_http(args.url, 2 * len(args.voices), 1, args.voices))
+    for clients in args.clients:
+        started = time.perf_counter()
+        latencies, audio, replicas = asyncio.run(drive_http(args.url, clients, args.requests, args.voices))
+        wall = time.perf_counter() - started
+        latencies.sort()
+        rows[f"http/{clients}"] = {
+            "clients": clients,
+            "requests": len(latencies),
+            "wall_s": wall,
+            "audio_s": audio,
+            "throughput": audio / wall,
+            "p50_s": statistics.median(latencies),
+            "p95_s": latencies[min(len(latencies) - 1, round(0.95 * (len(latencies) - 1)))],
+            "gpt_tokens_per_s": 0.0,
+            "mean_rows": 0.0,
+            "peak_mem_gb": 0.0,
+            "replicas": replicas,
+        }
+        print(format_row(f"http/{clients}", rows[f"http/{clients}"]), f" answers per replica: {replicas}", flush=True)
+    return rows
+
+
 def run_mode(root: Path, continuous: bool, args, counters: Counters) -> dict[str, dict]:
     config = EngineConfig(
         weights_root=root,
@@ -328,6 +401,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--half", action="store_true")
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: default)")
+    parser.add_argument("--url", help="drive a running server over HTTP instead of an in-process engine")
+    parser.add_argument("--prepare", action="store_true", help="write the weights root, print its path, exit")
     parser.add_argument("--save", type=Path)
     parser.add_argument("--compare", type=Path)
     return parser.parse_args(argv)
@@ -338,6 +413,9 @@ def main(argv: list[str] | None = None) -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     root = weights_root(args.max_sec)
+    if args.prepare:
+        print(root)
+        return
     counters = Counters()
     modes = [m.strip() for m in args.modes.split(",") if m.strip()]
     print(
@@ -346,6 +424,10 @@ def main(argv: list[str] | None = None) -> None:
         f"max_sec {args.max_sec:g}, {args.slots} slots, voices {','.join(args.voices)}"
     )
     results: dict[str, dict] = {}
+    if args.url:
+        print(f"# over HTTP: {args.url} (a server on {root}, --max-sec {args.max_sec:g})")
+        results.update(run_http(args))
+        modes = []
     for mode in modes:
         results.update(run_mode(root, mode == "continuous", args, counters))
     baseline = json.loads(args.compare.read_text())["results"] if args.compare else None
