@@ -7,7 +7,7 @@ STAMP      := $(VENV)/.installed
 STAMP_DEV  := $(VENV)/.installed-dev
 export NLTK_DATA ?= $(abspath ../shared/nltk_data)
 
-.PHONY: run test install install-dev lint conformance bench clean
+.PHONY: run weights test install install-dev lint conformance bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -30,9 +30,15 @@ $(STAMP_DEV): pyproject.toml | $(BIN)/python
 install: $(STAMP)
 install-dev: $(STAMP_DEV)
 
-## make run: set up .venv and start the service (demo weights are written when ./weights holds no model)
+## make run: set up .venv and start the service. When ./weights holds no model: upstream's pretrained
+## models are fetched if the hub answers (GSV_FETCH_WEIGHTS=false skips that), else demo weights are written
 run: install
 	$(BIN)/gsv-server --demo-if-empty
+
+## make weights: download upstream's pretrained models (default version) into ./weights; existing files kept.
+## Options through WEIGHTS_ARGS, e.g. make weights WEIGHTS_ARGS="--versions v2ProPlus,v4 --g2pw --english-dicts"
+weights: install
+	$(BIN)/gsv-fetch-weights $(WEIGHTS_ARGS)
 
 ## make test: set up .venv with dev extras and run the whole test suite. The HTTP tests (many apps,
 ## each with its models) run in a process of their own, and modules marked `fullsize` (full-size v3/v4

@@ -27,6 +27,13 @@ def parse_args(argv: list[str] | None = None) -> dict:
         help="write demo weights (noise) when the weights root holds no model (GSV_DEMO_IF_EMPTY)",
     )
     parser.add_argument(
+        "--fetch-weights",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="with --demo-if-empty, first try to fetch upstream's pretrained models from the hub "
+        "(GSV_FETCH_WEIGHTS, default true)",
+    )
+    parser.add_argument(
         "--log-level", choices=["debug", "info", "warning", "error"], help="GSV_LOG_LEVEL, default info"
     )
     args = parser.parse_args(argv)

@@ -12,7 +12,7 @@ from fastapi_offline import FastAPIOffline
 
 from app import __version__
 from app.compat import api_v2, openai
-from app.demo_setup import demo_warnings, prepare_demo_weights
+from app.demo_setup import demo_warnings
 from app.engine.engine import Engine
 from app.errors import install_error_handlers
 from app.logging_setup import configure_logging
@@ -21,6 +21,7 @@ from app.middleware import RequestContextMiddleware
 from app.routers import health, metrics, synthesis, text, voices, weights
 from app.schemas.errors import error_responses
 from app.settings import Settings, engine_config, store_url
+from app.startup_weights import prepare_empty_weights_root
 from app.store.voices import open_voice_store
 
 log = logging.getLogger(__name__)
@@ -47,8 +48,10 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
         app.state.voices = await asyncio.to_thread(open_voice_store, store_url(settings))
         # The engine reports its work to the app's metrics (an engine handed in keeps its own telemetry).
         app.state.engine = engine or Engine(engine_config(settings), telemetry=app.state.metrics)
-        if settings.demo_if_empty:
-            prepare_demo_weights(settings.weights_root, app.state.engine.weight_choices())
+        # An empty root with --demo-if-empty: upstream's models when the hub answers, else demo weights.
+        app.state.startup_weights = await asyncio.to_thread(
+            prepare_empty_weights_root, settings, app.state.engine.weight_choices()
+        )
         for warning in demo_warnings(settings.weights_root):
             log.warning(warning)
         if owned:

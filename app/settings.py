@@ -38,6 +38,12 @@ class Settings(BaseSettings):
         False,
         description="When the weights root holds no model, write demo weights (noise, not speech) into it.",
     )
+    fetch_weights: bool = Field(
+        True,
+        description="With demo_if_empty (make run): when the weights root holds no model, first try to fetch "
+        "upstream's pretrained models from the Hugging Face hub (a 3 s reachability check); demo weights only "
+        "when that fails. false: straight to demo weights.",
+    )
     device: Literal["auto", "cpu", "cuda"] = Field("auto", description="auto picks CUDA when available.")
     half: bool = Field(False, description="Run models in half precision on CUDA (ignored on CPU).")
     torch_threads: int = Field(

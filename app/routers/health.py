@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 
 from app.demo_setup import demo_warnings
@@ -23,13 +23,15 @@ def healthz() -> Liveness:
     summary="Readiness: the engine can serve",
     responses={503: {"model": Readiness, "description": "Not ready; `problems` says why"}},
 )
-def readyz(engine: EngineDep, settings: SettingsDep):
+def readyz(request: Request, engine: EngineDep, settings: SettingsDep):
     status = engine.status()
+    startup = getattr(request.app.state, "startup_weights", None)
     body = Readiness(
         status="ready" if status.ready else "not_ready",
         device=status.device,
         weights_root=status.weights_root,
         problems=status.problems,
         warnings=demo_warnings(settings.weights_root),
+        startup_weights=startup.message if startup else None,
     )
     return body if status.ready else JSONResponse(body.model_dump(), status_code=503)
