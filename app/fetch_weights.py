@@ -87,10 +87,19 @@ def hub_reachable(endpoint: str | None = None, timeout: float = 3.0) -> tuple[bo
     try:
         response = get_session().head(url, headers=build_hf_headers(), timeout=timeout, allow_redirects=False)
     except Exception as exc:  # noqa: BLE001 - any failure (DNS, refused, timeout, offline mode) is "no"
-        return False, f"{type(exc).__name__}: {str(exc).splitlines()[0][:200] if str(exc) else ''}"
+        return False, _short_reason(exc)
     if response.status_code >= 400:
         return False, f"{url} answered HTTP {response.status_code}"
     return True, f"{url} answered HTTP {response.status_code}"
+
+
+def _short_reason(exc: Exception) -> str:
+    """The innermost reason of a requests/urllib3 error, e.g. "Failed to resolve 'huggingface.co' (...)"."""
+    reason = getattr(exc.args[0], "reason", exc.args[0]) if exc.args else exc
+    text = str(reason).split("\n")[0]
+    if text.startswith("<") and ">: " in text:  # "<urllib3 connection object at 0x...>: what happened"
+        text = text.split(">: ", 1)[1]
+    return f"{type(exc).__name__}: {text[:200]}"
 
 
 def md5_first_8k(path: Path) -> str:
@@ -275,9 +284,12 @@ def fetch_weights(
         try:
             with zipfile.ZipFile(cached) as archive:
                 g2pw_source = cached, _g2pw_folder_in(archive)
-        except (FetchError, zipfile.BadZipFile, OSError) as exc:
+        except FetchError:
             _discard_cached(cached)
-            raise exc if isinstance(exc, FetchError) else FetchError(f"the g2pW zip is unreadable: {exc}") from exc
+            raise
+        except (zipfile.BadZipFile, OSError) as exc:
+            _discard_cached(cached)
+            raise FetchError(f"the g2pW zip is unreadable: {exc}") from exc
     base = raw_base(raw_base_url)
     for item in git:
         say(f"fetch   {base}/{UPSTREAM_COMMIT[:10]}/{item.path}")
@@ -287,11 +299,11 @@ def fetch_weights(
     for local_path, source in downloaded:
         placed = _place_file(source, root / local_path)
         (report.placed if placed else report.kept).append(local_path)
-        say(f"{'placed ' if placed else 'kept   '} {local_path}")
+        say(f"{'placed' if placed else 'kept':<8}{local_path}")
     if g2pw is not None and g2pw_source is not None:
         placed = _place_g2pw(*g2pw_source, root / g2pw.local_path)
         (report.placed if placed else report.kept).append(g2pw.local_path)
-        say(f"{'placed ' if placed else 'kept   '} {g2pw.local_path}/")
+        say(f"{'placed' if placed else 'kept':<8}{g2pw.local_path}/")
     return report
 
 
