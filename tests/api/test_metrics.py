@@ -258,6 +258,16 @@ def test_openmetrics_when_asked(client):
     assert r.text.endswith("# EOF\n")
 
 
+def test_one_request_at_a_time_reports_its_gpt_decode_too(demo_root, pick):  # noqa: F811
+    with TestClient(create_app(Settings(weights_root=demo_root, continuous_batching=False))) as alone:
+        r = inference(alone, pick, seed=3, keep_random="false")
+        assert r.status_code == 200, r.text
+        families = scrape(alone)
+    assert value(families, "gsv_gpt_tokens_total") >= value(families, "gsv_gpt_decode_steps_total") > 0
+    assert value(families, "gsv_gpt_decode_seconds_total") > 0
+    assert value(families, "gsv_synthesis_stage_duration_seconds_count", stage="gpt") == 1
+
+
 MULTIPROCESS_WORKER = textwrap.dedent(
     """
     import sys
@@ -271,15 +281,14 @@ MULTIPROCESS_WORKER = textwrap.dedent(
     """
 )
 
+# What GET /metrics answers (the route only adds the HTTP layer, tested above), without importing the
+# whole app (PyTorch) in a third process.
 MULTIPROCESS_SCRAPER = textwrap.dedent(
     """
-    import sys
-    from fastapi.testclient import TestClient
-    from app.main import create_app
-    from app.settings import Settings
-    # no lifespan (no engine, no database): /metrics needs neither
-    app = create_app(Settings(weights_root=sys.argv[1], data_dir=sys.argv[1]))
-    print(TestClient(app).get("/metrics").text)
+    from app.metrics import AppMetrics
+    body, content_type = AppMetrics().exposition(None)
+    assert content_type.startswith("text/plain")
+    print(body.decode())
     """
 )
 
@@ -295,7 +304,7 @@ def test_multiprocess_mode_sums_every_process(tmp_path):
 
     run(MULTIPROCESS_WORKER, "1.5", "2")
     run(MULTIPROCESS_WORKER, "2.0", "3")
-    families = {f.name: f for f in text_string_to_metric_families(run(MULTIPROCESS_SCRAPER, str(tmp_path)))}
+    families = {f.name: f for f in text_string_to_metric_families(run(MULTIPROCESS_SCRAPER))}
 
     def sample(name: str, **labels) -> float:
         found = [s.value for f in families.values() for s in f.samples if s.name == name and labels.items() <= s.labels.items()]
