@@ -3,7 +3,8 @@ in one weights root and one throwaway PostgreSQL database for their voices.
 
 A local Ray instance (2 CPUs, no dashboard) runs the deployment with the options of
 deploy/ray/serve-cpu.yaml (its autoscaling keeps exactly 2 replicas). Requests go through the proxy
-over real HTTP; ``X-Replica`` says which replica answered. The replica-killing test runs last.
+over real HTTP; ``X-Replica`` says which replica answered. The replica-killing and redeploying tests run
+last, in that order.
 """
 
 from __future__ import annotations
@@ -34,10 +35,17 @@ SEEDED = {"seed": "5", "keep_random": "false", "media_type": "raw"}
 
 
 def cpu_config() -> tuple[dict, dict]:
-    """(the gsv application, its deployment) of deploy/ray/serve-cpu.yaml."""
+    """(the gsv application, its deployment's options) of deploy/ray/serve-cpu.yaml."""
     config = yaml.safe_load((ROOT / "deploy/ray/serve-cpu.yaml").read_text())
     app = next(a for a in config["applications"] if a["name"] == APP)
-    return app, app["deployments"][0]
+    return app, {k: v for k, v in app["deployments"][0].items() if k != "name"}
+
+
+def deploy(**options) -> None:
+    """(Re)deploy the application with serve-cpu.yaml's options, ``options`` on top."""
+    from app.serve_ray import GsvServer  # imported once Ray runs: its module builds a Serve application
+
+    serve.run(GsvServer.options(**{**cpu_config()[1], **options}).bind(), name=APP, route_prefix="/")
 
 
 @pytest.fixture(scope="module")
@@ -45,7 +53,7 @@ def proxy(tmp_path_factory):
     """The Serve proxy's base URL, two replicas behind it."""
     weights = tmp_path_factory.mktemp("ray-weights")
     write_demo_weights(weights, seed=0)
-    app, deployment = cpu_config()
+    app, _ = cpu_config()
     with postgres_server() as pg:
         env = {
             **app["runtime_env"]["env_vars"],
@@ -61,10 +69,7 @@ def proxy(tmp_path_factory):
         try:
             port = free_port()
             serve.start(http_options={"host": "127.0.0.1", "port": port})
-            from app.serve_ray import GsvServer
-
-            options = {k: v for k, v in deployment.items() if k != "name"}
-            serve.run(GsvServer.options(**options).bind(), name=APP, route_prefix="/")
+            deploy()
             yield f"http://127.0.0.1:{port}"
         finally:
             serve.shutdown()
@@ -93,6 +98,12 @@ def running_replicas() -> set[str]:
     names = [a["name"] for a in ray.util.list_named_actors(all_namespaces=True)]
     prefix = f"SERVE_REPLICA::{APP}#GsvServer#"
     return {n[len(prefix) :] for n in names if n.startswith(prefix)}
+
+
+def busy(replica: str) -> int:
+    """Requests the replica has running now (from Ray's replica actor)."""
+    actor = ray.get_actor(f"SERVE_REPLICA::{APP}#GsvServer#{replica}", namespace="serve")
+    return ray.get(actor.get_num_ongoing_requests.remote(), timeout=10)
 
 
 def test_both_replicas_answer_and_streams_pass_the_proxy(proxy):
@@ -181,3 +192,28 @@ def test_killing_a_replica_mid_run_fails_no_later_request(proxy):
     assert all(s == 200 for s, _ in later), later
     assert victim not in {rep for _, rep in later}
     assert len(running_replicas()) == 2 and victim not in running_replicas()
+
+
+def test_replicas_being_stopped_answer_their_requests_first(proxy):
+    """Redeploying to one replica stops both running replicas (a new code version replaces them) the way a
+    downscale stops one: no new requests, the ongoing ones answered, then the app's shutdown stops the
+    engine. Requests running on them when the redeploy begins all complete."""
+    before = running_replicas()
+    assert len(before) == 2
+    long_text = {"text": "今天天气很好。我们一起去公园散步吧。然后回家吃饭。", "text_split_method": "cut0"}
+    with ThreadPoolExecutor(1) as pool:
+        pending = pool.submit(concurrently, proxy, 4, **long_text)
+        deadline = time.monotonic() + 30
+        while sum(busy(r) for r in before) < 4:  # all four running (on both replicas)
+            assert time.monotonic() < deadline and not pending.done()
+            time.sleep(0.05)
+        assert not pending.done()
+        deploy(num_replicas=1, autoscaling_config=None)
+        answers = pending.result(timeout=180)
+    assert all(r.status_code == 200 and len(r.content) > 0 for r in answers), [r.text for r in answers]
+    assert {r.headers["x-replica"] for r in answers} <= before
+    deadline = time.monotonic() + 60
+    while running_replicas() & before:  # the old replicas go once drained
+        assert time.monotonic() < deadline, running_replicas()
+        time.sleep(0.5)
+    assert len(running_replicas()) == 1
