@@ -80,4 +80,9 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
     app.add_middleware(HttpMetricsMiddleware, metrics=app.state.metrics)  # outermost: sees every answer
     for module in (health, text, weights, synthesis, voices, api_v2, openai, metrics):
         app.include_router(module.router)
+    if settings.web_ui:
+        # Imported here: gradio takes seconds to import, and API-only deployments never need it.
+        from app.compat.web_ui import mount_web_ui
+
+        mount_web_ui(app, settings)  # after the routers: their paths keep precedence
     return app

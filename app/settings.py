@@ -109,6 +109,10 @@ class Settings(BaseSettings):
         ge=1024,
         description="Largest request body (JSON or uploads) accepted; larger gets 413.",
     )
+    web_ui: bool = Field(
+        True,
+        description="Serve upstream's fast web UI at / and its gradio API (gradio_client); false: API only.",
+    )
 
 
 def store_url(settings: Settings) -> str:

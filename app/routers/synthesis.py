@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Awaitable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Annotated, TypeVar
 
 import numpy as np
@@ -23,6 +23,7 @@ from app.errors import InvalidInput, ServiceError
 from app.routers.text import check_text_size
 from app.schemas.errors import error_responses
 from app.schemas.inference import InferenceParams, StopRequest, StopResponse
+from app.settings import Settings
 from app.store.voices import VoiceClips, VoiceStore
 
 router = APIRouter(tags=["synthesis"])
@@ -142,11 +143,30 @@ async def inference(
     ref_audio_path: Annotated[UploadFile | str | None, File(description="Main reference clip, 3–10 s (or `voice`).")] = None,  # fmt: skip
     aux_ref_audio_paths: Annotated[list[UploadFile], File(description="Extra reference clips.")] = [],  # noqa: B006
 ) -> Response:
+    async def aux() -> list[ReferenceAudio]:
+        return [await _read_clip(settings, clip, "aux_ref_audio_paths") for clip in aux_ref_audio_paths]
+
+    ref = None if ref_audio_path is None else (lambda: _read_clip(settings, ref_audio_path, "ref_audio_path"))
+    job, gpt, sovits = await inference_job(settings, voices, params, ref, aux)
+    return await audio_answer(request, engine, job, params.media_type, gpt, sovits)
+
+
+async def inference_job(
+    settings: Settings,
+    voices: VoiceStore,
+    params: InferenceParams,
+    ref: Callable[[], Awaitable[ReferenceAudio]] | None,
+    aux: Callable[[], Awaitable[list[ReferenceAudio]]],
+) -> tuple[SynthesisJob, str | None, str | None]:
+    """The job of an /inference request and the models it names: its checked parameters, the stored
+    voice (which wins over ``ref``, read only when no voice is named) and the clips (read after the
+    cheap checks). The web UI builds its jobs here too, so both surfaces accept and refuse the same
+    requests."""
     check_text_size(params.text, settings.max_text_chars, "text")
     check_text_size(params.prompt_text, settings.max_text_chars, "prompt_text")
     fields = params.model_dump(exclude={"gpt_weights", "sovits_weights", "media_type", "voice"})
     gpt, sovits = params.gpt_weights, params.sovits_weights
-    aux = [await _read_clip(settings, clip, "aux_ref_audio_paths") for clip in aux_ref_audio_paths]
+    extra = await aux()
     if params.voice is not None:
         voice = await stored_voice(voices, params.voice)
         if voice is None:
@@ -157,13 +177,12 @@ async def inference(
         if "prompt_text" not in given:
             fields.update(prompt_text=voice.prompt_text, prompt_lang=voice.prompt_lang)
         gpt, sovits = gpt or voice.gpt_weights, sovits or voice.sovits_weights
-        ref, aux = voice.ref_audio, [*voice.aux_ref_audios, *aux]
-    elif ref_audio_path is None:
+        clip, extra = voice.ref_audio, [*voice.aux_ref_audios, *extra]
+    elif ref is None:
         raise InvalidInput("ref_audio_path: upload the reference clip, or name a stored `voice`", code="ref_audio_required")
     else:
-        ref = await _read_clip(settings, ref_audio_path, "ref_audio_path")
-    job = SynthesisJob(ref_audio=ref, aux_ref_audios=aux, **fields)
-    return await audio_answer(request, engine, job, params.media_type, gpt, sovits)
+        clip = await ref()
+    return SynthesisJob(ref_audio=clip, aux_ref_audios=extra, **fields), gpt, sovits
 
 
 async def audio_answer(
