@@ -220,7 +220,7 @@ def build_web_ui(app: FastAPI, settings: Settings) -> gr.Blocks:
             with gr.Column():
                 gr.Markdown(value="*请上传并填写参考信息")
                 voice_dropdown = gr.Dropdown(
-                    label="Stored voice (instead of an upload; see /voices)", choices=[], value=None
+                    label="Stored voice (instead of an upload; see /voices)", choices=[], value=None, elem_id="voice"
                 )
                 picked_voice = gr.State(None)
                 with gr.Row():

@@ -47,12 +47,16 @@ def artifacts(tmp_path) -> Path:
     return folder
 
 
+def launch(playwright):
+    return playwright.chromium.launch(executable_path=chromium_path(), headless=True, args=CHROMIUM_FLAGS)
+
+
 def test_the_page_synthesises_an_uploaded_voice(url, tmp_path, artifacts):
     ref = tmp_path / "ref.wav"
     ref.write_bytes(REF)
     outside = []
     with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=chromium_path(), headless=True, args=CHROMIUM_FLAGS)
+        browser = launch(playwright)
         try:
             page = browser.new_page(viewport={"width": 1280, "height": 1000})
             page.on("request", lambda r: r.url.startswith((url, "data:", "blob:")) or outside.append(r.url))
@@ -75,3 +79,25 @@ def test_the_page_synthesises_an_uploaded_voice(url, tmp_path, artifacts):
     info = sf.info(io.BytesIO(answer.content))
     assert info.format == "WAV" and info.duration > 0.2
     assert (artifacts / "web_ui.png").stat().st_size > 10_000
+
+
+def test_a_stored_voice_is_picked_instead_of_an_upload(url, artifacts):
+    form = {"name": "browser-demo", "prompt_text": "这是参考音频。", "prompt_lang": "中文"}
+    r = httpx.post(f"{url}/voices", data=form, files={"ref_audio": ("ref.wav", REF, "audio/wav")}, timeout=60)
+    assert r.status_code == 201, r.text
+    with sync_playwright() as playwright:
+        browser = launch(playwright)
+        try:
+            page = browser.new_page(viewport={"width": 1280, "height": 1000})
+            page.goto(f"{url}/", timeout=60_000)
+            page.wait_for_selector("#synthesise", timeout=60_000)
+            page.click("#voice input")
+            page.get_by_role("option", name="browser-demo").click()
+            # picking fills in the voice's prompt
+            page.wait_for_function("document.querySelector('#prompt-text textarea').value === '这是参考音频。'")
+            page.fill("#text textarea", "今天天气很好。")
+            page.click("#synthesise")
+            page.locator("#output-audio audio[src]").first.wait_for(state="attached", timeout=120_000)
+            page.screenshot(path=str(artifacts / "web_ui_voice.png"), full_page=True)
+        finally:
+            browser.close()
