@@ -351,9 +351,14 @@ class GradioPaths(Mount):
 
 def mount_web_ui(app: FastAPI, settings: Settings) -> None:
     """Mount the UI at ``/`` (after the service's routes, which keep precedence)."""
+    blocks = build_web_ui(app, settings)
+    # Gradio checks the file paths a client's payload names (only its own uploads are accepted as
+    # inputs) only once the app "has launched", which a mounted app never does: without this, an API
+    # call could name any file on the server as the reference clip and have it read and cached.
+    blocks.has_launched = True
     gr.mount_gradio_app(
         app,
-        build_web_ui(app, settings),
+        blocks,
         path="/",
         footer_links=["api", "settings"],
         ssr_mode=False,  # no Node server

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import time
+from pathlib import Path
 
 import httpx
 import numpy as np
@@ -198,3 +199,28 @@ def test_web_ui_false_serves_the_api_only(demo_root, tmp_path):  # noqa: F811
             r = client.get(path)
             assert r.status_code == 404 and r.json()["error"]["code"] == "not_found", path
         assert client.post("/change_choices").json()["sovits"]
+
+
+def test_a_path_the_client_names_outside_gradios_uploads_is_never_read(url, tmp_path, v2_models):
+    """A raw API call can name any server path as the reference "file": gradio must refuse paths
+    outside its upload cache, so a client cannot make the service read (or probe) its files."""
+    secret = tmp_path / "secret.wav"
+    secret.write_bytes(REF)  # a valid clip: read, it would synthesise
+
+    def raw_inference(ref: dict) -> str:
+        data = list(issue_args(secret).values())[:-1]  # the arguments in order, without api_name
+        data[2] = ref | {"meta": {"_type": "gradio.FileData"}}
+        started = httpx.post(f"{url}/gradio_api/call/inference", json={"data": [*data, None]}, timeout=30)
+        assert started.status_code == 200, started.text
+        return httpx.get(f"{url}/gradio_api/call/inference/{started.json()['event_id']}", timeout=120).text
+
+    with secret.open("rb") as f:  # the control: the same clip, uploaded, is accepted
+        uploaded = httpx.post(f"{url}/gradio_api/upload", files={"files": f}, timeout=30).json()[0]
+    assert "event: complete" in raw_inference({"path": uploaded})
+    events = raw_inference({"path": str(secret)})
+    assert "event: error" in events and "event: complete" not in events, events
+    assert "not uploaded by a user" in events
+    # nor does gradio's file route serve what it did not make: a temp file, the project's own files
+    for path in (secret, Path("pyproject.toml").resolve()):
+        r = httpx.get(f"{url}/gradio_api/file={path}", timeout=30)
+        assert r.status_code in (403, 404), (path, r.status_code)
