@@ -17,7 +17,9 @@ WORKDIR /app
 COPY pyproject.toml README.md ./
 COPY app ./app
 # torch 2.11.0 comes with the base image; pip keeps it (the project pins the same version).
-RUN pip install . && pip install --no-deps paddlespeech==1.5.0 && useradd --create-home --uid 1000 gsv && mkdir -p /app/weights /app/data && chown gsv /app/weights /app/data
+# EXTRAS: optional extras, e.g. --build-arg EXTRAS=ray for an image that runs as a Ray Serve node.
+ARG EXTRAS=
+RUN pip install ".${EXTRAS:+[$EXTRAS]}" && pip install --no-deps paddlespeech==1.5.0 && useradd --create-home --uid 1000 gsv && mkdir -p /app/weights /app/data && chown gsv /app/weights /app/data
 
 USER gsv
 # /app/data: the SQLite database of stored voices (unless GSV_DATABASE_URL names another database)
