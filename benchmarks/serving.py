@@ -217,8 +217,10 @@ async def drive(
     clients: int,
     requests: int,
     voices: list[str] = list(VOICES),  # noqa: B006
+    stages: dict[str, float] | None = None,
 ) -> tuple[list[float], float]:
-    """``clients`` concurrent clients, ``requests`` each in turn: (latencies, seconds of audio)."""
+    """``clients`` concurrent clients, ``requests`` each in turn: (latencies, seconds of audio).
+    ``stages`` (when given) sums each synthesis's seconds per stage (frontend, gpt, decoder)."""
     latencies: list[float] = []
     audio = 0.0
 
@@ -230,6 +232,9 @@ async def drive(
             result = await engine.synthesize(job, GPT_NAME, sovits)
             latencies.append(time.perf_counter() - started)
             audio += result.seconds
+            if stages is not None:
+                for stage, seconds in result.stage_seconds.items():
+                    stages[stage] = stages.get(stage, 0.0) + seconds
 
     await asyncio.gather(*(client(i) for i in range(clients)))
     return latencies, audio
@@ -319,9 +324,10 @@ def run_mode(root: Path, continuous: bool, args, counters: Counters) -> dict[str
         asyncio.run(drive(engine, len(args.voices), 1, args.voices))  # warm-up: load the voices
         for clients in args.clients:
             counters.reset()
+            stages: dict[str, float] = {}
             with PeakMemory(engine.device) as memory:
                 started = time.perf_counter()
-                latencies, audio = asyncio.run(drive(engine, clients, args.requests, args.voices))
+                latencies, audio = asyncio.run(drive(engine, clients, args.requests, args.voices, stages))
                 wall = time.perf_counter() - started
             latencies.sort()
             rows[f"{mode}/{clients}"] = {
@@ -335,8 +341,11 @@ def run_mode(root: Path, continuous: bool, args, counters: Counters) -> dict[str
                 "gpt_tokens_per_s": counters.tokens / wall,
                 "mean_rows": counters.rows / counters.steps if counters.steps else 0.0,
                 "peak_mem_gb": memory.peak / 2**30,
+                "stage_s": stages,
             }
             print(format_row(f"{mode}/{clients}", rows[f"{mode}/{clients}"]), flush=True)
+            # Summed over the requests; a request's GPT seconds include its wait in the shared batch.
+            print(f"{'':<22}stage seconds summed: " + ", ".join(f"{k} {v:.1f}" for k, v in stages.items()))
     finally:
         engine.stop()
     return rows
