@@ -280,6 +280,21 @@ async def drive_http(url: str, clients: int, requests: int, voices: list[str]) -
     return latencies, audio, replicas
 
 
+def result_row(clients: int, latencies: list[float], audio: float, wall: float, **measured) -> dict:
+    """One table row: what every way of driving measures (throughput, latencies), plus ``measured``."""
+    latencies = sorted(latencies)
+    return {
+        "clients": clients,
+        "requests": len(latencies),
+        "wall_s": wall,
+        "audio_s": audio,
+        "throughput": audio / wall,
+        "p50_s": statistics.median(latencies),
+        "p95_s": latencies[min(len(latencies) - 1, round(0.95 * (len(latencies) - 1)))],
+        **measured,
+    }
+
+
 def run_http(args) -> dict[str, dict]:
     rows: dict[str, dict] = {}
     # Warm-up: load the voices (twice each, at once, so that several replicas behind a proxy load them).
@@ -288,20 +303,10 @@ def run_http(args) -> dict[str, dict]:
         started = time.perf_counter()
         latencies, audio, replicas = asyncio.run(drive_http(args.url, clients, args.requests, args.voices))
         wall = time.perf_counter() - started
-        latencies.sort()
-        rows[f"http/{clients}"] = {
-            "clients": clients,
-            "requests": len(latencies),
-            "wall_s": wall,
-            "audio_s": audio,
-            "throughput": audio / wall,
-            "p50_s": statistics.median(latencies),
-            "p95_s": latencies[min(len(latencies) - 1, round(0.95 * (len(latencies) - 1)))],
-            "gpt_tokens_per_s": 0.0,
-            "mean_rows": 0.0,
-            "peak_mem_gb": 0.0,
-            "replicas": replicas,
-        }
+        # GPT tokens, rows and memory are the server's: not measured over HTTP
+        rows[f"http/{clients}"] = result_row(
+            clients, latencies, audio, wall, gpt_tokens_per_s=0.0, mean_rows=0.0, peak_mem_gb=0.0, replicas=replicas
+        )
         print(format_row(f"http/{clients}", rows[f"http/{clients}"]), f" answers per replica: {replicas}", flush=True)
     return rows
 
@@ -329,20 +334,16 @@ def run_mode(root: Path, continuous: bool, args, counters: Counters) -> dict[str
                 started = time.perf_counter()
                 latencies, audio = asyncio.run(drive(engine, clients, args.requests, args.voices, stages))
                 wall = time.perf_counter() - started
-            latencies.sort()
-            rows[f"{mode}/{clients}"] = {
-                "clients": clients,
-                "requests": len(latencies),
-                "wall_s": wall,
-                "audio_s": audio,
-                "throughput": audio / wall,
-                "p50_s": statistics.median(latencies),
-                "p95_s": latencies[min(len(latencies) - 1, round(0.95 * (len(latencies) - 1)))],
-                "gpt_tokens_per_s": counters.tokens / wall,
-                "mean_rows": counters.rows / counters.steps if counters.steps else 0.0,
-                "peak_mem_gb": memory.peak / 2**30,
-                "stage_s": stages,
-            }
+            rows[f"{mode}/{clients}"] = result_row(
+                clients,
+                latencies,
+                audio,
+                wall,
+                gpt_tokens_per_s=counters.tokens / wall,
+                mean_rows=counters.rows / counters.steps if counters.steps else 0.0,
+                peak_mem_gb=memory.peak / 2**30,
+                stage_s=stages,
+            )
             print(format_row(f"{mode}/{clients}", rows[f"{mode}/{clients}"]), flush=True)
             # Summed over the requests; a request's GPT seconds include its wait in the shared batch.
             print(f"{'':<22}stage seconds summed: " + ", ".join(f"{k} {v:.1f}" for k, v in stages.items()))
