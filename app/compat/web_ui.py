@@ -206,7 +206,7 @@ def build_web_ui(app: FastAPI, settings: Settings) -> gr.Blocks:
     # Uploads and answers are files in gradio's cache: those older than an hour go, hourly.
     with gr.Blocks(title="GPT-SoVITS WebUI", analytics_enabled=False, delete_cache=(3600, 3600)) as blocks:
         gr.Markdown(
-            "# GPT-SoVITS\n本软件以MIT协议开源, 作者不对软件具备任何控制力, 使用软件者、传播软件导出的声音者自负全责."
+            "# GPT-SoVITS\nServed by gsv-server. Clone only voices you may use; you answer for the audio you share."
         )
         with gr.Column():
             gr.Markdown(value="模型切换")
