@@ -12,6 +12,8 @@ such input once took 30 s (2,000 digits) and 524 s (5,000), with /healthz stalle
 from __future__ import annotations
 
 import argparse
+import atexit
+import shutil
 import sys
 import tempfile
 import threading
@@ -57,7 +59,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--digits", type=int, nargs="+", default=[2000, 5000])
     parser.add_argument("--lang", default="en")
     args = parser.parse_args(argv)
-    app = create_app(Settings(weights_root=tempfile.mkdtemp(), log_level="warning"))
+    weights = tempfile.mkdtemp(prefix="gsv-responsiveness-")  # an empty root: /phonemize needs no model
+    atexit.register(shutil.rmtree, weights, ignore_errors=True)
+    app = create_app(Settings(weights_root=weights, log_level="warning"))
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=0, log_config=None, access_log=False))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import atexit
 import functools
 import json
 import os
+import shutil
 import tempfile
 from pathlib import Path
 
@@ -25,7 +27,9 @@ if "NLTK_DATA" not in os.environ and (conformance_dir().parent / "nltk_data").is
 
 # Every app a test starts opens its voices database (GSV_DATA_DIR, default ./data): keep the ones that
 # name no folder of their own out of the checkout.
-os.environ.setdefault("GSV_DATA_DIR", tempfile.mkdtemp(prefix="gsv-test-data-"))
+if "GSV_DATA_DIR" not in os.environ:
+    os.environ["GSV_DATA_DIR"] = tempfile.mkdtemp(prefix="gsv-test-data-")
+    atexit.register(shutil.rmtree, os.environ["GSV_DATA_DIR"], ignore_errors=True)
 
 
 def english_parity_skip_reason() -> str | None:
@@ -60,7 +64,6 @@ WEIGHTS_CACHE = ROOT / ".cache" / "conformance-weights"
 def generate_weights(layout: str, seed: int, file_name: str | None = None) -> Path:
     """Path of ``layout`` written with ``seed`` (a file, or a folder for HF/BigVGAN layouts)."""
     import hashlib
-    import shutil
     import subprocess
     import sys
     import tempfile
