@@ -9,8 +9,27 @@ import pytest
 import uvicorn
 from fastapi.testclient import TestClient
 
+from app.demo import write_demo_weights
 from app.main import create_app
 from app.settings import Settings
+
+
+# Defined here, once: a session fixture imported into several modules is one instance per module
+# (each a 570 MB folder kept until the session ends).
+@pytest.fixture(scope="session")
+def demo_root(tmp_path_factory):
+    """Demo weights (random models in upstream's layout, every version) shared by the HTTP tests;
+    read-only: a test that changes a weights root makes its own."""
+    root = tmp_path_factory.mktemp("demo-weights")
+    write_demo_weights(root, seed=0)
+    return root
+
+
+@pytest.fixture(scope="session")
+def names(demo_root):
+    """The demo root's weight choices, as ``/change_choices`` lists them."""
+    with TestClient(create_app(Settings(weights_root=demo_root))) as c:
+        return c.post("/change_choices").json()
 
 
 @pytest.fixture

@@ -19,7 +19,7 @@ from fastapi.testclient import TestClient
 
 from app.main import create_app
 from app.settings import Settings
-from tests.api.test_inference import REF, demo_root, names, sovits_name  # noqa: F401 (fixtures)
+from tests.api.test_inference import REF, sovits_name
 
 V2_GPT = "GPT_weights_v2/demo_v2-e15.ckpt"
 REF_NAME = "archive_jingyuan_1.wav"
@@ -65,7 +65,7 @@ def ref_root(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def client(demo_root, ref_root, names):  # noqa: F811
+def client(demo_root, ref_root, names):
     settings = Settings(weights_root=demo_root, ref_audio_root=ref_root)
     with TestClient(create_app(settings), raise_server_exceptions=False) as c:
         assert c.get("/set_gpt_weights", params={"weights_path": V2_GPT}).json() == {"message": "success"}
@@ -144,7 +144,7 @@ def test_text_lang_is_case_insensitive_as_in_api_v2(client):
     assert r.status_code == 200, r.text
 
 
-def test_weight_setters_answer_success_or_400(client, names):  # noqa: F811
+def test_weight_setters_answer_success_or_400(client, names):
     r = client.get("/set_gpt_weights", params={"weights_path": "GPT_weights_v2/nope.ckpt"})
     assert r.status_code == 400 and r.json()["message"] == "change gpt weight failed"
     assert client.get("/set_sovits_weights").json() == {"message": "sovits weight path is required"}

@@ -14,25 +14,11 @@ import pytest
 import soundfile as sf
 from fastapi.testclient import TestClient
 
-from app.demo import write_demo_weights
 from app.main import create_app
 from app.settings import Settings
 from tests.api.conftest import live_server
 
 V2_GPT = "GPT_weights_v2/demo_v2-e15.ckpt"
-
-
-@pytest.fixture(scope="session")
-def demo_root(tmp_path_factory):
-    root = tmp_path_factory.mktemp("demo-weights")
-    write_demo_weights(root, seed=0)
-    return root
-
-
-@pytest.fixture(scope="session")
-def names(demo_root):
-    with TestClient(create_app(Settings(weights_root=demo_root))) as c:
-        return c.post("/change_choices").json()
 
 
 def sovits_name(names, version):

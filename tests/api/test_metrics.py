@@ -20,16 +20,7 @@ from app.engine.telemetry import CACHE_KINDS, CANCEL_REASONS, STAGES
 from app.main import create_app
 from app.metrics import METHODS, UNMATCHED_ROUTE
 from app.settings import Settings
-from tests.api.test_inference import (  # noqa: F401 (fixtures)
-    QUEUE_TEXT,
-    REF,
-    V2_GPT,
-    _in_background,
-    demo_root,
-    form,
-    names,
-    sovits_name,
-)
+from tests.api.test_inference import QUEUE_TEXT, REF, V2_GPT, _in_background, form, sovits_name
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -55,7 +46,7 @@ TYPES = {
 
 
 @pytest.fixture(scope="module")
-def client(demo_root):  # noqa: F811
+def client(demo_root):
     # One request runs at a time and one may wait (a 429 is cheap to provoke); one model of a kind
     # stays loaded (a weight switch evicts).
     settings = Settings(
@@ -66,7 +57,7 @@ def client(demo_root):  # noqa: F811
 
 
 @pytest.fixture(scope="module")
-def pick(names):  # noqa: F811
+def pick(names):
     return {"gpt_weights": V2_GPT, "sovits_weights": sovits_name(names, "v2")}
 
 
@@ -217,7 +208,7 @@ def test_a_full_queue_and_a_stop_are_counted(client, pick, first_synthesis):
     assert value(after, "gsv_synthesis_queue_length") == value(after, "gsv_synthesis_running") == 0
 
 
-def test_a_weight_switch_evicts(client, names, first_synthesis):  # noqa: F811
+def test_a_weight_switch_evicts(client, names, first_synthesis):
     before = scrape(client)
     r = client.post("/change_sovits_weights", json={"sovits_path": sovits_name(names, "v2ProPlus")})
     assert r.status_code == 200, r.text
@@ -258,7 +249,7 @@ def test_openmetrics_when_asked(client):
     assert r.text.endswith("# EOF\n")
 
 
-def test_one_request_at_a_time_reports_its_gpt_decode_too(demo_root, pick):  # noqa: F811
+def test_one_request_at_a_time_reports_its_gpt_decode_too(demo_root, pick):
     with TestClient(create_app(Settings(weights_root=demo_root, continuous_batching=False))) as alone:
         r = inference(alone, pick, seed=3, keep_random="false")
         assert r.status_code == 200, r.text

@@ -17,14 +17,14 @@ from openai import OpenAI
 from app.main import create_app
 from app.settings import Settings
 from tests.api.conftest import live_server
-from tests.api.test_inference import REF, demo_root, names, sovits_name  # noqa: F401 (fixtures)
+from tests.api.test_inference import REF, sovits_name
 
 TEXT = "今天天气很好。"
 SEEDED = json.dumps({"seed": 7, "keep_random": False, "top_k": 1})
 
 
 @pytest.fixture(scope="module")
-def server(demo_root, tmp_path_factory):  # noqa: F811
+def server(demo_root, tmp_path_factory):
     app = create_app(Settings(weights_root=demo_root, data_dir=tmp_path_factory.mktemp("openai-data")))
     with live_server(app) as url:
         form = {"name": "demo", "prompt_text": "这是参考音频。", "prompt_lang": "中文", "defaults": SEEDED}
@@ -41,7 +41,7 @@ def client(server) -> OpenAI:
 
 
 @pytest.fixture(scope="module")
-def v2(names):  # noqa: F811
+def v2(names):
     return sovits_name(names, "v2ProPlus")
 
 
@@ -181,7 +181,7 @@ def test_a_full_queue_is_a_429_rate_limit_error(server, v2, monkeypatch):
     assert r.json()["error"]["type"] == "rate_limit_exceeded"
 
 
-def test_models_lists_the_aliases_and_every_weight(client, names, v2):  # noqa: F811
+def test_models_lists_the_aliases_and_every_weight(client, names, v2):
     ids = [m.id for m in client.models.list()]
     assert ids[:2] == ["tts-1", "tts-1-hd"]
     assert set(names["gpt"]) | set(names["sovits"]) <= set(ids)
@@ -190,7 +190,7 @@ def test_models_lists_the_aliases_and_every_weight(client, names, v2):  # noqa: 
         client.models.retrieve("gpt-9")
 
 
-def test_an_alias_can_name_a_pair_and_must_name_existing_weights(demo_root, names, tmp_path):  # noqa: F811
+def test_an_alias_can_name_a_pair_and_must_name_existing_weights(demo_root, names, tmp_path):
     aliases = {"fast": {"gpt": "GPT_weights_v2/demo_v2-e15.ckpt", "sovits": sovits_name(names, "v2")},
                "broken": {"sovits": "SoVITS_weights_v2/missing.pth"}}  # fmt: skip
     app = create_app(Settings(weights_root=demo_root, data_dir=tmp_path, openai_models=aliases))

@@ -75,6 +75,7 @@ def proxy(tmp_path_factory):
             serve.shutdown()
             ray.shutdown()
             shutil.rmtree(temp, ignore_errors=True)
+            shutil.rmtree(weights, ignore_errors=True)
 
 
 def synthesize(client: httpx.Client, **fields) -> httpx.Response:

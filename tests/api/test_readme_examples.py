@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -38,6 +39,7 @@ def base_url(tmp_path_factory):
     write_demo_weights(root, seed=0)
     with live_server(create_app(Settings(weights_root=root))) as url:
         yield url
+    shutil.rmtree(root, ignore_errors=True)  # 570 MB; the session's other folders stay until it ends
 
 
 def test_every_endpoint_example_runs_as_written(base_url, tmp_path):

@@ -17,9 +17,10 @@ from __future__ import annotations
 import functools
 import json
 import math
+import shutil
 import struct
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -485,7 +486,7 @@ for label, junk in [("10000-chars", "a" * 10_000), ("spaces", "bad id"), ("latin
 
 
 @pytest.fixture(scope="module")
-def ctx(tmp_path_factory) -> Ctx:
+def ctx(tmp_path_factory) -> Iterator[Ctx]:
     demo_root = tmp_path_factory.mktemp("reliability-weights")
     write_demo_weights(demo_root, seed=0)
     outside = tmp_path_factory.mktemp("reliability-outside")
@@ -498,7 +499,8 @@ def ctx(tmp_path_factory) -> Ctx:
     (ref_root / "notes.txt").write_text("not audio\n")
     (ref_root / "sub").mkdir()
     (ref_root / "link.wav").symlink_to(outside / "secret.wav")
-    return Ctx(demo_root=demo_root, ref_root=ref_root)
+    yield Ctx(demo_root=demo_root, ref_root=ref_root)
+    shutil.rmtree(demo_root, ignore_errors=True)  # 570 MB; the session's other folders stay until it ends
 
 
 @pytest.fixture(scope="module")

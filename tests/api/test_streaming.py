@@ -20,20 +20,20 @@ from fastapi.testclient import TestClient
 from app.main import create_app
 from app.settings import Settings
 from tests.api.conftest import live_server
-from tests.api.test_inference import REF, V2_GPT, demo_root, names, sovits_name  # noqa: F401 (fixtures)
+from tests.api.test_inference import REF, V2_GPT, sovits_name
 
 TEXT = "今天天气很好。我们一起去公园散步吧。然后回家吃饭。"
 MEDIA = {"wav": "audio/wav", "raw": "audio/raw", "ogg": "audio/ogg", "aac": "audio/aac", "mp3": "audio/mpeg", "flac": "audio/flac"}  # fmt: skip
 
 
 @pytest.fixture(scope="module")
-def client(demo_root):  # noqa: F811
+def client(demo_root):
     with TestClient(create_app(Settings(weights_root=demo_root)), raise_server_exceptions=False) as c:
         yield c
 
 
 @pytest.fixture(scope="module")
-def v2(names):  # noqa: F811
+def v2(names):
     return {"gpt_weights": V2_GPT, "sovits_weights": sovits_name(names, "v2ProPlus")}
 
 
@@ -137,7 +137,7 @@ def test_bad_streaming_parameters_are_422(client, v2, extra, code):
 
 
 @pytest.fixture(scope="module")
-def served(demo_root):  # noqa: F811
+def served(demo_root):
     app = create_app(Settings(weights_root=demo_root))
     with live_server(app) as url:
         yield url, app
@@ -198,7 +198,7 @@ def test_a_client_that_leaves_frees_its_slot(served, v2):
     _wait_idle(engine)
 
 
-def test_v4_streams_modes_2_and_3_as_mode_1(client, names):  # noqa: F811
+def test_v4_streams_modes_2_and_3_as_mode_1(client, names):
     """Upstream's vocoder models cannot decode token chunks: modes 2/3 fall back to one chunk per batch."""
     v4 = {"gpt_weights": V2_GPT, "sovits_weights": next(n for n in names["sovits"] if "v4" in n)}
     answers = {}

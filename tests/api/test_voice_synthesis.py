@@ -11,7 +11,7 @@ from fastapi.testclient import TestClient
 
 from app.main import create_app
 from app.settings import Settings
-from tests.api.test_inference import REF, demo_root, names, sovits_name  # noqa: F401 (fixtures)
+from tests.api.test_inference import REF, sovits_name
 
 V2_GPT = "GPT_weights_v2/demo_v2-e15.ckpt"
 PROMPT = {"prompt_text": "这是参考音频。", "prompt_lang": "all_zh"}
@@ -19,7 +19,7 @@ TEXT = {"text": "今天天气很好。", "text_lang": "all_zh", "seed": "3", "ke
 
 
 @pytest.fixture(scope="module")
-def client(demo_root, names, tmp_path_factory):  # noqa: F811
+def client(demo_root, names, tmp_path_factory):
     settings = Settings(weights_root=demo_root, data_dir=tmp_path_factory.mktemp("data"))
     with TestClient(create_app(settings), raise_server_exceptions=False) as c:
         models = {"gpt_weights": V2_GPT, "sovits_weights": sovits_name(names, "v2ProPlus")}

@@ -18,7 +18,7 @@ from gradio_client.exceptions import AppError
 from app.main import create_app
 from app.settings import Settings
 from tests.api.conftest import live_server
-from tests.api.test_inference import REF, demo_root, names, sovits_name  # noqa: F401 (fixtures)
+from tests.api.test_inference import REF, sovits_name
 
 # upstream's inference_webui_fast.py: the parameters of its ``inference``, in order
 INFERENCE_PARAMETERS = [
@@ -31,7 +31,7 @@ TEXT, PROMPT = "今天天气很好。", "这是参考音频。"
 
 
 @pytest.fixture(scope="module")
-def app(demo_root, tmp_path_factory):  # noqa: F811
+def app(demo_root, tmp_path_factory):
     return create_app(Settings(weights_root=demo_root, data_dir=tmp_path_factory.mktemp("web-ui-data")))
 
 
@@ -54,7 +54,7 @@ def client(url):
 
 
 @pytest.fixture(scope="module")
-def v2_models(client, names):  # noqa: F811
+def v2_models(client, names):
     """The v2ProPlus models made current through the gradio API (32 kHz output)."""
     sovits = sovits_name(names, "v2ProPlus")
     gpt = next(n for n in names["gpt"] if "v2ProPlus" in n)
@@ -192,7 +192,7 @@ def test_rest_routes_and_gradio_routes_do_not_shadow_each_other(url):
     assert "/config" not in httpx.get(f"{url}/openapi.json").json()["paths"]
 
 
-def test_web_ui_false_serves_the_api_only(demo_root, tmp_path):  # noqa: F811
+def test_web_ui_false_serves_the_api_only(demo_root, tmp_path):
     settings = Settings(weights_root=demo_root, data_dir=tmp_path, web_ui=False)
     with TestClient(create_app(settings)) as client:
         for path in ("/config", "/", "/gradio_api/info"):

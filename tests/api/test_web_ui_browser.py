@@ -18,7 +18,7 @@ from playwright.sync_api import sync_playwright
 from app.main import create_app
 from app.settings import Settings
 from tests.api.conftest import live_server
-from tests.api.test_inference import REF, demo_root  # noqa: F401 (fixture)
+from tests.api.test_inference import REF
 
 # This network is closed: nothing may try to reach out (and wait for it), and no sandbox in containers.
 CHROMIUM_FLAGS = [
@@ -34,7 +34,7 @@ def chromium_path() -> str:
 
 
 @pytest.fixture(scope="module")
-def url(demo_root, tmp_path_factory):  # noqa: F811
+def url(demo_root, tmp_path_factory):
     app = create_app(Settings(weights_root=demo_root, data_dir=tmp_path_factory.mktemp("browser-data")))
     with live_server(app) as base:
         yield base

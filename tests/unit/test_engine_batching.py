@@ -4,6 +4,7 @@ give one at a time, they really share GPT steps, and a cancelled request leaves 
 from __future__ import annotations
 
 import asyncio
+import shutil
 
 import numpy as np
 import pytest
@@ -19,7 +20,8 @@ from app.logging_setup import request_id_var
 def demo_root(tmp_path_factory):
     root = tmp_path_factory.mktemp("demo-weights")
     write_demo_weights(root, seed=0)
-    return root
+    yield root
+    shutil.rmtree(root, ignore_errors=True)  # 570 MB; the session's other folders stay until it ends
 
 
 def reference(seed: int) -> ReferenceAudio:
