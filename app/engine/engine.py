@@ -117,7 +117,10 @@ class Engine:
         if self.config.continuous_batching:
             # The GPT thread and one other stage (frontend or decoder, which take turns) compute at
             # once, each with every CPU thread. Measured on 2 cores (benchmarks/serving.py, 16 clients):
-            # halving the threads was 40% slower, two side lanes of one thread each 4% faster.
+            # halving the threads was 40% slower, two side lanes of one thread each 4% faster. Sizing
+            # each lane's threads by the load (all when alone, one each side by side) was ~5% faster,
+            # but the thread count changes float rounding (matmuls and convolutions split their work
+            # by thread), so a seeded request's tokens and audio would depend on what ran beside it.
             self.gpt_stage = GptStage(
                 self.config.gpt_slots, self.config.gpt_context, threads, self.config.cuda_graphs, self.telemetry
             )
