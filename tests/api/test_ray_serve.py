@@ -24,7 +24,6 @@ import ray
 import yaml
 from ray import serve
 
-from app.demo import write_demo_weights
 from tests.api.test_inference import REF
 from tests.postgres import create_database, free_port, postgres_server
 
@@ -49,15 +48,13 @@ def deploy(**options) -> None:
 
 
 @pytest.fixture(scope="module")
-def proxy(tmp_path_factory):
-    """The Serve proxy's base URL, two replicas behind it."""
-    weights = tmp_path_factory.mktemp("ray-weights")
-    write_demo_weights(weights, seed=0)
+def proxy(demo_root):
+    """The Serve proxy's base URL, two replicas behind it, on the HTTP tests' demo weights."""
     app, _ = cpu_config()
     with postgres_server() as pg:
         env = {
             **app["runtime_env"]["env_vars"],
-            "GSV_WEIGHTS_ROOT": str(weights),  # the same weights root for every replica
+            "GSV_WEIGHTS_ROOT": str(demo_root),  # the same weights root for every replica
             "GSV_DATABASE_URL": create_database(pg, "gsv_ray"),
             "GSV_LOG_LEVEL": "warning",
         }
@@ -75,7 +72,6 @@ def proxy(tmp_path_factory):
             serve.shutdown()
             ray.shutdown()
             shutil.rmtree(temp, ignore_errors=True)
-            shutil.rmtree(weights, ignore_errors=True)
 
 
 def synthesize(client: httpx.Client, **fields) -> httpx.Response:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import re
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -17,7 +16,6 @@ from pathlib import Path
 import av
 import pytest
 
-from app.demo import write_demo_weights
 from app.main import create_app
 from app.settings import Settings
 from tests.api.conftest import live_server
@@ -34,12 +32,9 @@ def endpoint_examples() -> list[str]:
 
 
 @pytest.fixture(scope="module")
-def base_url(tmp_path_factory):
-    root = tmp_path_factory.mktemp("readme-weights")
-    write_demo_weights(root, seed=0)
-    with live_server(create_app(Settings(weights_root=root))) as url:
+def base_url(demo_root):
+    with live_server(create_app(Settings(weights_root=demo_root))) as url:  # the examples only read it
         yield url
-    shutil.rmtree(root, ignore_errors=True)  # 570 MB; the session's other folders stay until it ends
 
 
 def test_every_endpoint_example_runs_as_written(base_url, tmp_path):
