@@ -64,6 +64,7 @@ ENGINE_STATUS: tuple[tuple[type[engine_errors.EngineError], int], ...] = (
     (engine_errors.Cancelled, 409),
     (engine_errors.Busy, 429),
     (engine_errors.ModelUnavailable, 503),
+    (engine_errors.TooLarge, 413),
 )
 
 
@@ -81,6 +82,8 @@ _STATUS_CODES = {
     409: "conflict",
     413: "payload_too_large",
     415: "unsupported_media_type",
+    408: "request_timeout",
+    431: "request_header_fields_too_large",
     422: "validation_error",
     429: "too_many_requests",
     500: "internal_error",

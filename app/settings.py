@@ -9,6 +9,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from app.engine.engine import EngineConfig
+from app.engine.planning import RequestLimits
 from app.store.db import sqlite_url
 
 
@@ -109,6 +110,28 @@ class Settings(BaseSettings):
         ge=1024,
         description="Largest request body (JSON or uploads) accepted; larger gets 413.",
     )
+    max_aux_refs: int = Field(
+        8, ge=0, le=64, description="Auxiliary reference clips one request may send (or a voice may store)."
+    )
+    reference_memory_mb: int = Field(
+        256,
+        ge=16,
+        description="Memory one request's reference clips may take to decode and prepare, in MiB, checked "
+        "from their headers before decoding; more gets 413 reference_budget_exceeded.",
+    )
+    body_timeout_s: float = Field(
+        60.0,
+        gt=0,
+        description="Seconds a request body may take to arrive (slow uploads get 408); also the longest "
+        "wait for one piece of it.",
+    )
+    header_timeout_s: float = Field(
+        10.0, gt=0, description="Seconds a client may take to send a request's headers (the connection is closed)."
+    )
+    max_header_bytes: int = Field(
+        16 * 1024, ge=1024, description="Largest request head (request line and headers together); more gets 431."
+    )
+    max_header_count: int = Field(100, ge=8, description="Most headers a request may have; more get 431.")
     web_ui: bool = Field(
         True,
         description="Serve upstream's fast web UI at / and its gradio API (gradio_client); false: API only.",
@@ -134,4 +157,11 @@ def engine_config(settings: Settings) -> EngineConfig:
         gpt_slots=settings.gpt_slots,
         gpt_context=settings.gpt_context,
         cuda_graphs=settings.cuda_graphs,
+        limits=request_limits(settings),
+    )
+
+
+def request_limits(settings: Settings) -> RequestLimits:
+    return RequestLimits(
+        max_aux_refs=settings.max_aux_refs, reference_budget_bytes=settings.reference_memory_mb * 1024 * 1024
     )

@@ -30,8 +30,17 @@ from app.engine import errors as engine_errors
 from app.engine.encoding import MEDIA_TYPES
 from app.engine.jobs import CUT_METHODS, ReferenceAudio, SynthesisJob
 from app.engine.languages import LANGUAGES
+from app.engine.reference_clips import ReferenceBudget
 from app.errors import ServiceError
-from app.routers.synthesis import audio_answer, clip_bytes, decode_clip, stored_voice
+from app.routers.synthesis import (
+    audio_answer,
+    check_aux_clips,
+    clip_bytes,
+    decode_clip,
+    reference_budget,
+    stored_voice,
+    voice_references,
+)
 from app.routers.text import check_text_size
 from app.store.voices import VoiceClips
 
@@ -127,9 +136,9 @@ def _language(value: str | None, field: str) -> str:
     return code
 
 
-async def _clip(settings, name: str, field: str) -> ReferenceAudio:
+async def _clip(settings, name: str, field: str, budget: ReferenceBudget) -> ReferenceAudio:
     data, shown = await clip_bytes(settings, name, field)
-    return decode_clip(data, shown, field)
+    return decode_clip(data, shown, field, budget)
 
 
 async def _tts(request: Request, engine, settings, req: TTSRequest) -> Response:
@@ -151,12 +160,19 @@ async def _tts(request: Request, engine, settings, req: TTSRequest) -> Response:
     mode = _streaming_mode(req.streaming_mode)
     check_text_size(req.text, settings.max_text_chars, "text")
     check_text_size(req.prompt_text, settings.max_text_chars, "prompt_text")
+    aux_names = req.aux_ref_audio_paths or []
+    check_aux_clips(settings, len(aux_names) + (len(voice.aux_ref_audios) if voice else 0))
+    budget = reference_budget(settings)
+    if voice is not None:
+        ref_audio, aux = voice_references(voice, ref_name, budget)
+    else:
+        ref_audio, aux = await _clip(settings, ref_name, "ref_audio_path", budget), []
+    aux += [await _clip(settings, name, "aux_ref_audio_paths", budget) for name in aux_names]
     job = SynthesisJob(
         text=req.text,
         text_lang=text_lang,
-        ref_audio=voice.ref_audio if voice else await _clip(settings, ref_name, "ref_audio_path"),
-        aux_ref_audios=[*(voice.aux_ref_audios if voice else []),
-                        *[await _clip(settings, n, "aux_ref_audio_paths") for n in req.aux_ref_audio_paths or []]],  # fmt: skip
+        ref_audio=ref_audio,
+        aux_ref_audios=aux,
         prompt_text=req.prompt_text or "",
         prompt_lang=prompt_lang,
         top_k=req.top_k,
@@ -275,9 +291,9 @@ def set_sovits_weights(engine: EngineDep, weights_path: str | None = None) -> JS
 async def set_refer_audio(request: Request, settings: SettingsDep, refer_audio_path: str | None = None) -> JSONResponse:  # fmt: skip
     if refer_audio_path in (None, ""):
         return _message(400, "refer_audio_path is required")
-    try:
-        await _clip(settings, refer_audio_path, "refer_audio_path")  # checked now, read per request
-    except ServiceError as exc:
+    try:  # checked now, read per request
+        await _clip(settings, refer_audio_path, "refer_audio_path", reference_budget(settings))
+    except (ServiceError, engine_errors.EngineError) as exc:
         return JSONResponse({"message": "set refer audio failed", "Exception": exc.message}, status_code=400)
     request.app.state.api_v2_reference = refer_audio_path
     return JSONResponse({"message": "success"})

@@ -35,7 +35,7 @@ from app.engine.encoding import StreamEncoder
 from app.engine.engine import AudioStream
 from app.engine.jobs import SynthesisJob
 from app.errors import ERROR_SCOPE_KEY, ServiceError, engine_status
-from app.routers.synthesis import audio_answer, while_connected
+from app.routers.synthesis import audio_answer, reference_budget, voice_references, while_connected
 from app.routers.text import check_text_size
 from app.schemas.openai import (
     CONTENT_TYPE,
@@ -138,8 +138,12 @@ def _pair(model: str, settings, engine, voice) -> tuple[str | None, str | None]:
                         status_code=404, code="model_not_found", param="model")  # fmt: skip
 
 
+def _voice_name(voice) -> str:
+    return voice if isinstance(voice, str) else voice.id
+
+
 async def _voice(store, voice) -> object:
-    name = voice if isinstance(voice, str) else voice.id
+    name = _voice_name(voice)
     try:
         return await run_in_threadpool(store.get_clips, name)
     except engine_errors.NotFound:
@@ -201,12 +205,13 @@ async def speech(
         params["speed_factor"] = body.speed
     params.setdefault("text_lang", "auto")
     params["streaming_mode"] = params.get("streaming_mode") or 2  # a voice's own mode 1 or 3 is kept
+    ref_audio, aux = voice_references(voice, _voice_name(body.voice), reference_budget(settings))
     job = SynthesisJob(
         **{
             **params,
             "text": body.input,
-            "ref_audio": voice.ref_audio,
-            "aux_ref_audios": list(voice.aux_ref_audios),
+            "ref_audio": ref_audio,
+            "aux_ref_audios": aux,
             "prompt_text": voice.prompt_text,
             "prompt_lang": voice.prompt_lang,
         }

@@ -36,9 +36,10 @@ from starlette.routing import Match, Mount
 from app.engine.errors import Cancelled, EngineError
 from app.engine.jobs import SAMPLE_STEPS, job_defaults
 from app.engine.languages import LANGUAGES, languages_for
+from app.engine.reference_clips import ReferenceBudget
 from app.errors import ServiceError, _describe_validation
 from app.logging_setup import request_id_var
-from app.routers.synthesis import decode_clip, inference_job
+from app.routers.synthesis import check_aux_clips, decode_clip, inference_job
 from app.routers.text import check_text_size
 from app.routers.weights import language_update
 from app.schemas.enums import (
@@ -79,9 +80,9 @@ def session_id(request: gr.Request | None) -> str:
     return f"webui-{session}"
 
 
-async def _read_clip(path: str, field: str):
-    data = await asyncio.to_thread(Path(path).read_bytes)
-    return decode_clip(data, Path(path).name, field)
+async def _read_clip(path: str, field: str, budget: ReferenceBudget):
+    data = await asyncio.to_thread(Path(path).read_bytes)  # gradio's own upload (nothing else is accepted)
+    return decode_clip(data, Path(path).name, field, budget)
 
 
 def build_web_ui(app: FastAPI, settings: Settings) -> gr.Blocks:
@@ -123,10 +124,14 @@ def build_web_ui(app: FastAPI, settings: Settings) -> gr.Blocks:
                 del fields["prompt_text"], fields["prompt_lang"]
         aux_paths = [getattr(p, "name", p) for p in aux_ref_audio_paths or []]
 
-        async def aux():
-            return [await _read_clip(path, "aux_ref_audio_paths") for path in aux_paths]
+        async def aux(budget: ReferenceBudget):
+            check_aux_clips(settings, len(aux_paths))
+            return [await _read_clip(path, "aux_ref_audio_paths", budget) for path in aux_paths]
 
-        ref = (lambda: _read_clip(ref_audio_path, "ref_audio_path")) if ref_audio_path else None
+        async def read_ref(budget: ReferenceBudget):
+            return await _read_clip(ref_audio_path, "ref_audio_path", budget)
+
+        ref = read_ref if ref_audio_path else None
         token = request_id_var.set(session_id(request))
         try:
             with shown_in_ui():

@@ -10,59 +10,31 @@ every difference below changes the numbers, so it is kept on purpose:
 - Speaker verification (v2Pro/v2ProPlus): that same model-rate audio, resampled again to 16 kHz with
   torchaudio.                                                               → :func:`sv_input`
 
-Upstream reads the reference from a path; the service receives uploads, so :func:`load_reference` takes
-a path, raw bytes or a binary file object. All arithmetic is float32; tensors are created on the CPU
-unless a ``device`` is given (the caller casts to half precision afterwards if it wants to).
+Clips are decoded (within their rules) by :mod:`app.engine.reference_clips`; resampling with
+torchaudio's kernel, in bounded memory, is :mod:`app.engine.resampling`. All arithmetic is float32;
+tensors are created on the CPU unless a ``device`` is given (the caller casts to half precision
+afterwards if it wants to).
 """
 
 from __future__ import annotations
 
-import io
 from collections.abc import Mapping
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any
 
 import numpy as np
-import soundfile
 import soxr
 import torch
-import torchaudio
 
-from app.engine.errors import InvalidRequest
+from app.engine.resampling import resample_sinc
+
+__all__ = ["resample_sinc"]  # re-exported: the v3/v4 mel input resamples with it too
 
 HUBERT_SAMPLE_RATE = 16000
 SV_SAMPLE_RATE = 16000
 
 # Seconds of silence appended to the HuBERT input.
 HUBERT_PADDING_SECONDS = 0.3
-
-
-class ReferenceAudioError(InvalidRequest, ValueError):
-    """A reference clip that cannot be used (unreadable, empty, or outside the allowed duration)."""
-
-    code = "invalid_reference_audio"
-
-
-AudioSource = str | Path | bytes | bytearray | memoryview | BinaryIO
-
-
-def load_reference(source: AudioSource) -> tuple[np.ndarray, int]:
-    """Decode a reference clip into mono float32 samples and its sampling rate.
-
-    Integer PCM is scaled the way upstream reads it (int16 / 32768). Multi-channel audio is averaged
-    to mono, which is what both of upstream's readers do for stereo.
-    """
-    if isinstance(source, bytes | bytearray | memoryview):
-        source = io.BytesIO(bytes(source))
-    try:
-        data, sample_rate = soundfile.read(source, dtype="float32", always_2d=True)
-    except (soundfile.LibsndfileError, RuntimeError, TypeError) as exc:
-        raise ReferenceAudioError(f"reference audio cannot be decoded ({exc})") from None
-    if data.shape[0] == 0:
-        raise ReferenceAudioError("reference audio is empty")
-    samples = data[:, 0] if data.shape[1] == 1 else data.mean(axis=1, dtype=np.float32)
-    return np.ascontiguousarray(samples, dtype=np.float32), int(sample_rate)
 
 
 # --------------------------------------------------------------------------------------------- HuBERT
@@ -104,22 +76,6 @@ def hubert_input(
 
 
 # -------------------------------------------------------------------------- spectrogram and SV input
-
-_resamplers: dict[tuple[int, int, str], torchaudio.transforms.Resample] = {}
-
-
-def resample_sinc(audio: torch.Tensor, sr: int, target_sr: int) -> torch.Tensor:
-    """Resample with ``torchaudio.transforms.Resample(sr, target_sr)`` and its defaults, as upstream does.
-
-    The transform (not ``torchaudio.functional.resample``) on purpose: it builds its filter kernel
-    slightly differently, and the corpus was made with the transform. Kernels are cached per device.
-    """
-    if sr == target_sr:
-        return audio
-    key = (sr, target_sr, str(audio.device))
-    if key not in _resamplers:
-        _resamplers[key] = torchaudio.transforms.Resample(sr, target_sr).to(audio.device)
-    return _resamplers[key](audio)
 
 
 def model_rate_audio(

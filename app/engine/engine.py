@@ -56,6 +56,8 @@ class EngineConfig:
     gpt_slots: int = 16  # rows decoded together per loaded GPT model
     gpt_context: int = 2048  # positions per slot (phones + reference codes + generated tokens)
     cuda_graphs: bool = True  # GPT decode steps replayed from CUDA graphs (on CUDA only)
+    # Per request: auxiliary clips at most, and the memory its clips may take to decode.
+    limits: planning.RequestLimits = field(default_factory=planning.RequestLimits)
 
 
 @dataclass(frozen=True)
@@ -270,7 +272,7 @@ class Engine:
         """The checks that need no worker, the voice (loaded off the worker) and the job's extras."""
         gpt, sovits = self.models.chosen(gpt_weights, sovits_weights)
         self.models.inspect_sovits(sovits)  # a LoRA without its base: refused before anything loads
-        planning.check_request(job)
+        job = planning.check_request(job, self.config.limits)
         voice = await self.models.voice_async(gpt, sovits)
         # The loaded model knows its version for sure (a small plain v2 file reads as v1 by size).
         missing = self.models.super_sampling_missing()

@@ -58,3 +58,9 @@ class ModelUnavailable(EngineError):
     not the request's)."""
 
     code = "missing_weights"
+
+
+class TooLarge(EngineError):
+    """The request would need more than a configured budget (memory for its reference clips)."""
+
+    code = "too_large"

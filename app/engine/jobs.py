@@ -20,7 +20,13 @@ from typing import Any
 
 import numpy as np
 
-from app.engine.audio_features import AudioSource, load_reference
+from app.engine.reference_clips import (
+    REFERENCE_RULES,
+    AudioSource,
+    ClipRules,
+    ReferenceBudget,
+    decode_clip,
+)
 
 # Cut methods by code (upstream's text_split_method values).
 CUT_METHODS: tuple[str, ...] = ("cut0", "cut1", "cut2", "cut3", "cut4", "cut5")
@@ -79,11 +85,17 @@ class ReferenceAudio:
             raise ValueError(f"invalid sample rate {self.sample_rate}")
 
     @classmethod
-    def decode(cls, source: AudioSource) -> ReferenceAudio:
-        """From a path, raw file bytes (WAV, FLAC, OGG ...) or a binary file object.
-
-        Raises ``audio_features.ReferenceAudioError`` when it cannot be decoded."""
-        samples, sample_rate = load_reference(source)
+    def decode(
+        cls,
+        source: AudioSource,
+        field: str = "ref_audio_path",
+        budget: ReferenceBudget | None = None,
+        rules: ClipRules = REFERENCE_RULES,
+    ) -> ReferenceAudio:
+        """From a path, raw file bytes (WAV, FLAC, OGG ...) or a binary file object, within the
+        reference rules (``app.engine.reference_clips``): a clip that breaks them, or cannot be
+        decoded, is refused before its samples are read."""
+        samples, sample_rate = decode_clip(source, rules, field, budget)
         return cls(samples, sample_rate)
 
     @property
@@ -98,8 +110,10 @@ class ReferenceAudio:
         return h.hexdigest()
 
 
-def as_reference(source: ReferenceAudio | AudioSource) -> ReferenceAudio:
-    return source if isinstance(source, ReferenceAudio) else ReferenceAudio.decode(source)
+def as_reference(
+    source: ReferenceAudio | AudioSource, field: str = "ref_audio_path", budget: ReferenceBudget | None = None
+) -> ReferenceAudio:
+    return source if isinstance(source, ReferenceAudio) else ReferenceAudio.decode(source, field, budget)
 
 
 @dataclass

@@ -5,8 +5,9 @@ it here before it queues the job (a bad request is refused before it waits for t
 pipeline turns it into a :class:`SynthesisPlan` here before it runs. Both use the same functions:
 
 - :func:`check_request`, what needs no model: :func:`check_parameters` (codes, and the ranges of
-  :data:`~app.engine.jobs.PARAMETER_BOUNDS`) and :func:`check_reference` (a clip's rate and samples,
-  and upstream's 3-10 s rule for the main reference);
+  :data:`~app.engine.jobs.PARAMETER_BOUNDS`), the number of clips and their memory
+  (:class:`RequestLimits`), and :func:`check_reference` (a clip's rate and samples, and upstream's
+  3-10 s rule, for every reference); it answers the job with its clips decoded, which later stages trust;
 - :func:`check_against_model`: what the chosen model version allows (v1 languages, the prompt text
   v3/v4 need, super-sampling);
 - :func:`plan_synthesis`: the decisions upstream makes per request (which references condition the
@@ -17,6 +18,7 @@ Refusals are the engine's own error kinds (``app.engine.errors``) with stable co
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import random
 from collections.abc import Sequence
@@ -36,11 +38,17 @@ from app.engine.jobs import (
     as_reference,
 )
 from app.engine.languages import LANGUAGES, languages_for
+from app.engine.reference_clips import REFERENCE_RULES, ClipRules, ReferenceBudget
 from app.engine.text.cut import SPLITS
 from app.engine.text.symbols import text_version
 
-MIN_REFERENCE_SECONDS, MAX_REFERENCE_SECONDS = 3.0, 10.0  # upstream refuses main references outside
-MIN_REFERENCE_RATE = 8000  # below this a clip holds no usable speech band (HuBERT reads 16 kHz)
+
+@dataclass(frozen=True)
+class RequestLimits:
+    """Bounds on what one request may make the engine hold, set by the operator."""
+
+    max_aux_refs: int = 8  # auxiliary reference clips per request
+    reference_budget_bytes: int = 256 * 1024 * 1024  # memory for decoding every clip of a request
 
 
 @dataclass(frozen=True)
@@ -136,11 +144,15 @@ def super_samples(job: SynthesisJob, model_version: str) -> bool:
     return job.super_sampling and model_version == "v3"
 
 
-def check_reference(reference: ReferenceAudio, field: str = "ref_audio_path", *, main: bool = True) -> None:
-    """A clip's rate and samples must be usable; a main reference must last 3-10 s (upstream's rule)."""
-    if reference.sample_rate < MIN_REFERENCE_RATE:
+def check_reference(
+    reference: ReferenceAudio, field: str = "ref_audio_path", rules: ClipRules = REFERENCE_RULES
+) -> None:
+    """A clip's rate and samples must be usable, and it must last 3-10 s (upstream's rule for the
+    main reference; auxiliary ones follow it too: their cost grows with their length)."""
+    if not rules.min_rate <= reference.sample_rate <= rules.max_rate:
         raise InvalidRequest(
-            f"{field} is sampled at {reference.sample_rate} Hz; at least {MIN_REFERENCE_RATE} Hz is needed",
+            f"{field} is sampled at {reference.sample_rate} Hz; reference clips must be sampled at "
+            f"{rules.min_rate}–{rules.max_rate} Hz",
             code="ref_audio_sample_rate",
         )
     if not np.isfinite(reference.samples).all():
@@ -148,20 +160,35 @@ def check_reference(reference: ReferenceAudio, field: str = "ref_audio_path", *,
             f"{field} holds samples that are not finite numbers", code="ref_audio_not_finite"
         )
     seconds = reference.seconds
-    if main and not MIN_REFERENCE_SECONDS <= seconds <= MAX_REFERENCE_SECONDS:
+    if not rules.min_seconds <= seconds <= rules.max_seconds:
         raise InvalidRequest(
-            f"{field} is {seconds:.2f} s long; the reference clip must be "
-            f"{MIN_REFERENCE_SECONDS:g}–{MAX_REFERENCE_SECONDS:g} s",
+            f"{field} is {seconds:.2f} s long; the reference clip must be {rules.describe_length()}",
             code="ref_audio_length",
         )
 
 
-def check_request(job: SynthesisJob) -> None:
-    """The rules that need no model: parameters and reference clips."""
+def check_aux_count(count: int, limits: RequestLimits, field: str = "aux_ref_audio_paths") -> None:
+    if count > limits.max_aux_refs:
+        raise InvalidRequest(
+            f"{field}: {count} auxiliary reference clips; at most {limits.max_aux_refs} are allowed",
+            code="too_many_aux_refs",
+        )
+
+
+def check_request(job: SynthesisJob, limits: RequestLimits = RequestLimits()) -> SynthesisJob:
+    """The rules that need no model: parameters, the number of clips, and every clip (decoded here,
+    within the request's memory budget, when it came as file bytes). Answers the job with its clips
+    decoded: later stages read them without checking again."""
     check_parameters(job)
-    check_reference(as_reference(job.ref_audio))
-    for aux in job.aux_ref_audios:
-        check_reference(as_reference(aux), "aux_ref_audio_paths", main=False)
+    check_aux_count(len(job.aux_ref_audios), limits)
+    budget = ReferenceBudget(limits.reference_budget_bytes)
+    main = as_reference(job.ref_audio, "ref_audio_path", budget)
+    check_reference(main)
+    aux = []
+    for clip in job.aux_ref_audios:
+        aux.append(as_reference(clip, "aux_ref_audio_paths", budget))
+        check_reference(aux[-1], "aux_ref_audio_paths")
+    return dataclasses.replace(job, ref_audio=main, aux_ref_audios=aux)
 
 
 def plan_synthesis(job: SynthesisJob, model_version: str) -> SynthesisPlan:
@@ -174,8 +201,8 @@ def plan_synthesis(job: SynthesisJob, model_version: str) -> SynthesisPlan:
     references = [main]
     if traits.uses_aux_references:  # upstream's v3/v4 synthesis reads the main reference only
         for aux in job.aux_ref_audios:
-            clip = as_reference(aux)
-            check_reference(clip, "aux_ref_audio_paths", main=False)
+            clip = as_reference(aux, "aux_ref_audio_paths")
+            check_reference(clip, "aux_ref_audio_paths")
             references.append(clip)
     # Upstream's v3/v4 cannot decode token chunks: streaming modes 2 and 3 fall back to mode 1.
     streaming = job.streaming_mode

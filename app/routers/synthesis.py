@@ -13,17 +13,18 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import Response, StreamingResponse
 
 from app.deps import EngineDep, SettingsDep, VoiceStoreDep
-from app.engine.audio_features import ReferenceAudioError, load_reference
 from app.engine.encoding import MEDIA_TYPES, StreamEncoder, encode
 from app.engine.engine import AudioStream, Engine
-from app.engine.errors import Cancelled, NotFound
+from app.engine.errors import Cancelled, InvalidRequest, NotFound
 from app.engine.jobs import ReferenceAudio, SynthesisJob
+from app.engine.planning import check_aux_count, check_reference
+from app.engine.reference_clips import ReferenceAudioError, ReferenceBudget
 from app.engine.registry import resolve_under
-from app.errors import InvalidInput, ServiceError
+from app.errors import InvalidInput, PayloadTooLarge, ServiceError
 from app.routers.text import check_text_size
 from app.schemas.errors import error_responses
 from app.schemas.inference import InferenceParams, StopRequest, StopResponse
-from app.settings import Settings
+from app.settings import Settings, request_limits
 from app.store.voices import VoiceClips, VoiceStore
 
 router = APIRouter(tags=["synthesis"])
@@ -64,9 +65,19 @@ async def stored_voice(store: VoiceStore, name: str) -> VoiceClips | None:
         return None
 
 
-async def _read_clip(settings, source: UploadFile | str, field: str) -> ReferenceAudio:
+def reference_budget(settings: Settings) -> ReferenceBudget:
+    """The memory one request's reference clips may take (charged from their headers)."""
+    return ReferenceBudget(request_limits(settings).reference_budget_bytes)
+
+
+def check_aux_clips(settings: Settings, count: int, field: str = "aux_ref_audio_paths") -> None:
+    """Too many auxiliary clips are refused before any is read."""
+    check_aux_count(count, request_limits(settings), field)
+
+
+async def _read_clip(settings, source: UploadFile | str, field: str, budget: ReferenceBudget) -> ReferenceAudio:
     data, name = await clip_bytes(settings, source, field)
-    return decode_clip(data, name, field)
+    return decode_clip(data, name, field, budget)
 
 
 async def clip_bytes(settings, source: UploadFile | str, field: str) -> tuple[bytes, str]:
@@ -80,20 +91,47 @@ async def clip_bytes(settings, source: UploadFile | str, field: str) -> tuple[by
         path = resolve_under(root, source, f"{field} name")
         if not path.is_file():
             raise InvalidInput(f"{field}: no file {source!r} in the reference-audio root", code="ref_audio_not_found")
-        data, name = path.read_bytes(), source
+        if path.stat().st_size > settings.max_body_bytes:  # what an upload of it would be refused at
+            raise PayloadTooLarge(f"{field}: {source!r} is larger than {settings.max_body_bytes} bytes")
+        data, name = await run_in_threadpool(path.read_bytes), source
     else:
         data, name = await source.read(), source.filename or field
     return data, name
 
 
-def decode_clip(data: bytes, name: str, field: str) -> ReferenceAudio:
-    """A clip's samples, or the 4xx its bytes deserve."""
+def decode_clip(data: bytes, name: str, field: str, budget: ReferenceBudget) -> ReferenceAudio:
+    """A clip's samples, or the 4xx its bytes deserve: 415 when they are not audio, 422 when the clip
+    breaks a reference rule (rate, length), 413 when the request's clips exceed their memory budget.
+    Each is found from the header before the samples are decoded."""
     if not data:
         raise InvalidInput(f"{field}: the file {name!r} is empty", code="empty_audio")
     try:
-        return ReferenceAudio(*load_reference(data))
+        reference = ReferenceAudio.decode(data, field, budget)
     except ReferenceAudioError:
         raise UnsupportedAudio(f"{field}: {name!r} could not be decoded as WAV, FLAC, OGG or MP3") from None
+    check_reference(reference, field)
+    return reference
+
+
+def voice_references(
+    voice: VoiceClips, name: str, budget: ReferenceBudget
+) -> tuple[ReferenceAudio, list[ReferenceAudio]]:
+    """A stored voice's clips, decoded under the current rules. A voice saved before them that breaks
+    them is refused with what is wrong (``gsv-check-voices`` lists such voices)."""
+    try:
+        main = ReferenceAudio.decode(voice.ref_audio, "ref_audio", budget)
+        check_reference(main, "ref_audio")
+        aux = []
+        for clip in voice.aux_ref_audios:
+            aux.append(ReferenceAudio.decode(clip, "aux_ref_audio", budget))
+            check_reference(aux[-1], "aux_ref_audio")
+    except InvalidRequest as exc:
+        raise InvalidRequest(
+            f"stored voice {name!r} cannot be used: {exc.message}. Store it again with a clip that fits the "
+            "rules (gsv-check-voices lists every such voice)",
+            code="stored_voice_invalid",
+        ) from None
+    return main, aux
 
 
 STREAM_FORMATS = (
@@ -143,11 +181,14 @@ async def inference(
     ref_audio_path: Annotated[UploadFile | str | None, File(description="Main reference clip, 3–10 s (or `voice`).")] = None,  # fmt: skip
     aux_ref_audio_paths: Annotated[list[UploadFile], File(description="Extra reference clips.")] = [],  # noqa: B006
 ) -> Response:
-    async def aux() -> list[ReferenceAudio]:
-        return [await _read_clip(settings, clip, "aux_ref_audio_paths") for clip in aux_ref_audio_paths]
+    async def aux(budget: ReferenceBudget) -> list[ReferenceAudio]:
+        check_aux_clips(settings, len(aux_ref_audio_paths))
+        return [await _read_clip(settings, clip, "aux_ref_audio_paths", budget) for clip in aux_ref_audio_paths]
 
-    ref = None if ref_audio_path is None else (lambda: _read_clip(settings, ref_audio_path, "ref_audio_path"))
-    job, gpt, sovits = await inference_job(settings, voices, params, ref, aux)
+    async def ref(budget: ReferenceBudget) -> ReferenceAudio:
+        return await _read_clip(settings, ref_audio_path, "ref_audio_path", budget)
+
+    job, gpt, sovits = await inference_job(settings, voices, params, None if ref_audio_path is None else ref, aux)
     return await audio_answer(request, engine, job, params.media_type, gpt, sovits)
 
 
@@ -155,18 +196,19 @@ async def inference_job(
     settings: Settings,
     voices: VoiceStore,
     params: InferenceParams,
-    ref: Callable[[], Awaitable[ReferenceAudio]] | None,
-    aux: Callable[[], Awaitable[list[ReferenceAudio]]],
+    ref: Callable[[ReferenceBudget], Awaitable[ReferenceAudio]] | None,
+    aux: Callable[[ReferenceBudget], Awaitable[list[ReferenceAudio]]],
 ) -> tuple[SynthesisJob, str | None, str | None]:
     """The job of an /inference request and the models it names: its checked parameters, the stored
     voice (which wins over ``ref``, read only when no voice is named) and the clips (read after the
-    cheap checks). The web UI builds its jobs here too, so both surfaces accept and refuse the same
-    requests."""
+    cheap checks, all within one memory budget). The web UI builds its jobs here too, so both
+    surfaces accept and refuse the same requests."""
     check_text_size(params.text, settings.max_text_chars, "text")
     check_text_size(params.prompt_text, settings.max_text_chars, "prompt_text")
     fields = params.model_dump(exclude={"gpt_weights", "sovits_weights", "media_type", "voice"})
     gpt, sovits = params.gpt_weights, params.sovits_weights
-    extra = await aux()
+    budget = reference_budget(settings)
+    extra = await aux(budget)
     if params.voice is not None:
         voice = await stored_voice(voices, params.voice)
         if voice is None:
@@ -177,11 +219,13 @@ async def inference_job(
         if "prompt_text" not in given:
             fields.update(prompt_text=voice.prompt_text, prompt_lang=voice.prompt_lang)
         gpt, sovits = gpt or voice.gpt_weights, sovits or voice.sovits_weights
-        clip, extra = voice.ref_audio, [*voice.aux_ref_audios, *extra]
+        check_aux_clips(settings, len(voice.aux_ref_audios) + len(extra))
+        clip, stored = voice_references(voice, params.voice, budget)
+        extra = [*stored, *extra]
     elif ref is None:
         raise InvalidInput("ref_audio_path: upload the reference clip, or name a stored `voice`", code="ref_audio_required")
     else:
-        clip = await ref()
+        clip = await ref(budget)
     return SynthesisJob(ref_audio=clip, aux_ref_audios=extra, **fields), gpt, sovits
 
 

@@ -8,10 +8,10 @@ from typing import Annotated
 from fastapi import APIRouter, File, Form, Response, UploadFile
 from fastapi.concurrency import run_in_threadpool
 
-from app.deps import EngineDep, VoiceStoreDep
+from app.deps import EngineDep, SettingsDep, VoiceStoreDep
 from app.engine.errors import NotFound
-from app.engine.planning import check_reference
-from app.routers.synthesis import decode_clip
+from app.engine.reference_clips import ReferenceBudget
+from app.routers.synthesis import check_aux_clips, decode_clip, reference_budget
 from app.schemas.errors import error_responses
 from app.schemas.voices import ClipInfo, VoiceForm, VoiceInfo, VoiceList
 from app.store import voices as store
@@ -26,8 +26,9 @@ router = APIRouter(prefix="/voices", tags=["voices"])
     summary="Store a voice: a reference clip, its text, and optional models and default settings",
     description=(
         "Multipart form. `ref_audio` is the main reference clip (3–10 s, WAV/FLAC/OGG/MP3), checked as "
-        "`/inference` checks it; `aux_ref_audio` are optional extra clips. The clips are kept as "
-        "uploaded, in the database. 409 `voice_exists` when the name is taken."
+        "`/inference` checks it; `aux_ref_audio` are optional extra clips (the same rules, at most "
+        "GSV_MAX_AUX_REFS). The clips are kept as uploaded, in the database. 409 `voice_exists` when the "
+        "name is taken."
     ),
     responses=error_responses(404, 409, 413, 415, 422),
 )
@@ -35,12 +36,15 @@ async def create_voice(
     response: Response,
     voices: VoiceStoreDep,
     engine: EngineDep,
+    settings: SettingsDep,
     form: Annotated[VoiceForm, Form()],
     ref_audio: Annotated[UploadFile, File(description="Main reference clip, 3–10 s.")],
     aux_ref_audio: Annotated[list[UploadFile], File(description="Extra reference clips.")] = [],  # noqa: B006
 ) -> VoiceInfo:
-    clips = [await _clip(ref_audio, "ref_audio", main=True)]
-    clips += [await _clip(upload, "aux_ref_audio", main=False) for upload in aux_ref_audio]
+    check_aux_clips(settings, len(aux_ref_audio), "aux_ref_audio")
+    budget = reference_budget(settings)
+    clips = [await _clip(ref_audio, "ref_audio", budget)]
+    clips += [await _clip(upload, "aux_ref_audio", budget) for upload in aux_ref_audio]
     _check_weights(engine, form.gpt_weights, form.sovits_weights)
     voice = store.NewVoice(
         name=form.name,
@@ -72,10 +76,9 @@ def delete_voice(name: str, voices: VoiceStoreDep) -> Response:
     return Response(status_code=204)
 
 
-async def _clip(upload: UploadFile, field: str, *, main: bool) -> store.Clip:
+async def _clip(upload: UploadFile, field: str, budget: ReferenceBudget) -> store.Clip:
     data, name = await upload.read(), upload.filename or field
-    reference = decode_clip(data, name, field)
-    check_reference(reference, field, main=main)
+    reference = decode_clip(data, name, field, budget)  # the rules /inference applies, checked now
     return store.Clip(name, data, reference.sample_rate, reference.seconds)
 
 

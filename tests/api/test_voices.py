@@ -75,13 +75,19 @@ def test_create_list_get_delete_round_trip(start):
         assert r.status_code == 404 and r.json()["error"]["code"] == "voice_not_found"
 
 
-def test_aux_clips_are_counted_and_may_be_any_length(start):
-    client = start()
-    r = create(client, aux=[wav_bytes(1.0, 16000), wav_bytes(12.0)])
+def test_aux_clips_are_counted_and_follow_the_reference_rules(start):
+    client = start(max_aux_refs=2)
+    r = create(client, aux=[wav_bytes(3.5, 16000), wav_bytes(9.0)])
     assert r.status_code == 201, r.text
     body = client.get("/voices/narrator").json()
     assert body["aux_ref_audio_count"] == 2
-    assert [(c["sample_rate"], c["seconds"]) for c in body["aux_ref_audios"]] == [(16000, 1.0), (32000, 12.0)]
+    assert [(c["sample_rate"], c["seconds"]) for c in body["aux_ref_audios"]] == [(16000, 3.5), (32000, 9.0)]
+    for bad in (wav_bytes(1.0, 16000), wav_bytes(12.0)):
+        r = create(client, name="other", aux=[bad])
+        assert r.status_code == 422 and r.json()["error"]["code"] == "ref_audio_length", r.text
+    r = create(client, name="other", aux=[wav_bytes(4.0)] * 3)
+    assert r.status_code == 422 and r.json()["error"]["code"] == "too_many_aux_refs"
+    assert [v["name"] for v in client.get("/voices").json()["voices"]] == ["narrator"]
 
 
 def test_a_taken_name_is_409_and_keeps_the_first_voice(start):
@@ -149,7 +155,7 @@ def test_weights_a_voice_names_must_exist(start):
 
 
 def test_voices_survive_a_restart_with_identical_clip_bytes(start, tmp_path):
-    aux = wav_bytes(1.5, 24000, fmt="FLAC")
+    aux = wav_bytes(3.5, 24000, fmt="FLAC")
     first = start()
     assert create(first, aux=[aux], defaults={"seed": 3}).status_code == 201
     before = first.get("/voices/narrator").json()

@@ -26,7 +26,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from app.engine.audio_features import load_reference, resample_sinc
+from app.engine.audio_features import resample_sinc
+from app.engine.reference_clips import decode_clip
 from app.engine.models.sovits_v3 import VARIANTS, SoVITSV3, Variant, mel_spectrogram, norm_spec
 from tests.conftest import conformance_dir, corpus_case_arrays, corpus_difference
 
@@ -67,7 +68,7 @@ def _reference_mel(case_id: str) -> torch.Tensor:
     case = next(c for c in _cases() if c["id"] == case_id)
     folder = conformance_dir() / "models"
     index = json.loads((folder / "index.json").read_text(encoding="utf-8"))
-    samples, sr = load_reference(folder / index["refs"][case["request"]["ref_audio_path"]]["file"])
+    samples, sr = decode_clip(folder / index["refs"][case["request"]["ref_audio_path"]]["file"])
     mel_cfg = _variant(case).mel
     audio = resample_sinc(torch.from_numpy(samples).unsqueeze(0), sr, mel_cfg.sampling_rate)
     return norm_spec(mel_spectrogram(audio, mel_cfg))

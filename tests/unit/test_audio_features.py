@@ -10,6 +10,7 @@ import soundfile
 import torch
 
 from app.engine import audio_features as af
+from app.engine import reference_clips as rc
 
 
 def wav_bytes(samples: np.ndarray, sr: int, subtype: str = "PCM_16") -> bytes:
@@ -23,12 +24,12 @@ def tone(seconds: float, sr: int, freq: float = 440.0, amplitude: float = 0.5) -
     return (amplitude * np.sin(2 * np.pi * freq * t)).astype(np.float32)
 
 
-# ----------------------------------------------------------------------------------- load_reference
+# ------------------------------------------------------------------------------------- decode_clip
 
 
 def test_int16_is_scaled_by_32768_like_upstream():
     pcm = np.array([16384, -32768, 32767, 0], dtype=np.int16)
-    samples, sr = af.load_reference(wav_bytes(pcm, 16000))
+    samples, sr = rc.decode_clip(wav_bytes(pcm, 16000))
     assert sr == 16000
     assert samples.dtype == np.float32
     np.testing.assert_array_equal(samples, pcm.astype(np.float32) / 32768)
@@ -38,10 +39,10 @@ def test_path_bytes_and_file_object_give_the_same_samples(tmp_path):
     data = wav_bytes(tone(0.5, 32000), 32000)
     path = tmp_path / "ref.wav"
     path.write_bytes(data)
-    from_path = af.load_reference(path)
-    from_str = af.load_reference(str(path))
-    from_bytes = af.load_reference(data)
-    from_file = af.load_reference(io.BytesIO(data))
+    from_path = rc.decode_clip(path)
+    from_str = rc.decode_clip(str(path))
+    from_bytes = rc.decode_clip(data)
+    from_file = rc.decode_clip(io.BytesIO(data))
     for samples, sr in (from_str, from_bytes, from_file):
         assert sr == from_path[1]
         np.testing.assert_array_equal(samples, from_path[0])
@@ -50,20 +51,20 @@ def test_path_bytes_and_file_object_give_the_same_samples(tmp_path):
 def test_stereo_is_averaged_to_mono():
     left = np.full(1000, 0.5, dtype=np.float32)
     right = np.full(1000, -0.25, dtype=np.float32)
-    samples, _ = af.load_reference(wav_bytes(np.stack([left, right], axis=1), 16000, "FLOAT"))
+    samples, _ = rc.decode_clip(wav_bytes(np.stack([left, right], axis=1), 16000, "FLOAT"))
     assert samples.shape == (1000,)
     np.testing.assert_allclose(samples, 0.125)
 
 
 @pytest.mark.parametrize("payload", [b"", b"not audio at all", b"RIFF\x00\x00"])
 def test_undecodable_audio_is_a_reference_error(payload):
-    with pytest.raises(af.ReferenceAudioError):
-        af.load_reference(payload)
+    with pytest.raises(rc.ReferenceAudioError):
+        rc.decode_clip(payload)
 
 
 def test_empty_wav_is_a_reference_error():
-    with pytest.raises(af.ReferenceAudioError, match="empty"):
-        af.load_reference(wav_bytes(np.zeros(0, dtype=np.int16), 16000))
+    with pytest.raises(rc.ReferenceAudioError, match="empty"):
+        rc.decode_clip(wav_bytes(np.zeros(0, dtype=np.int16), 16000))
 
 
 # --------------------------------------------------------------------------------------- HuBERT

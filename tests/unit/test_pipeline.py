@@ -284,7 +284,7 @@ def test_gpt_parameters_are_passed_through():
 
 
 def test_every_reference_conditions_the_decoder_main_first():
-    aux = [ReferenceAudio(np.ones(100, dtype=np.float32) * 0.1, 16000), ReferenceAudio(np.ones(50), 8000)]
+    aux = [ReferenceAudio(np.ones(16000 * 3, dtype=np.float32) * 0.1, 16000), ReferenceAudio(np.ones(8000 * 5), 8000)]
     voice = _voice()
     synthesize(_job(aux_ref_audios=aux), voice)
     assert voice.conditioned == [REFERENCE, *aux]

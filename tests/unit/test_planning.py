@@ -2,22 +2,33 @@
 
 from __future__ import annotations
 
+import io
+
 import numpy as np
 import pytest
+import soundfile
 
-from app.engine.errors import Conflict, InvalidRequest
+from app.engine.errors import Conflict, InvalidRequest, TooLarge
 from app.engine.jobs import ReferenceAudio, SynthesisJob
 from app.engine.planning import (
+    RequestLimits,
     check_against_model,
     check_parameters,
     check_reference,
     check_request,
     plan_synthesis,
 )
+from app.engine.reference_clips import processing_bytes, read_header
 
 
 def clip(seconds: float, rate: int = 16000, value: float = 0.1) -> ReferenceAudio:
     return ReferenceAudio(np.full(int(round(seconds * rate)), value, dtype=np.float32), rate)
+
+
+def wav_file(seconds: float, rate: int) -> bytes:
+    buffer = io.BytesIO()
+    soundfile.write(buffer, np.full(int(seconds * rate), 0.1, dtype=np.float32), rate, format="WAV")
+    return buffer.getvalue()
 
 
 def job(**overrides) -> SynthesisJob:
@@ -41,9 +52,16 @@ def test_the_limits_themselves_are_accepted(seconds):
     check_reference(clip(seconds, 22050))
 
 
-def test_auxiliary_clips_have_no_length_rule_but_the_same_sanity_rules():
-    check_reference(clip(0.5), "aux_ref_audio_paths", main=False)
-    assert code_of(check_reference, clip(5, 7999), main=False) == "ref_audio_sample_rate"
+def test_auxiliary_clips_follow_the_same_rules():
+    assert code_of(check_reference, clip(0.5), "aux_ref_audio_paths") == "ref_audio_length"
+    assert code_of(check_reference, clip(5, 7999), "aux_ref_audio_paths") == "ref_audio_sample_rate"
+    check_reference(clip(4.0), "aux_ref_audio_paths")
+
+
+@pytest.mark.parametrize("rate", [7999, 192_001, 2_147_483_647])
+def test_rates_outside_the_documented_range_are_refused(rate):
+    samples = np.zeros(8000 * 4, dtype=np.float32)
+    assert code_of(check_reference, ReferenceAudio(samples, rate)) == "ref_audio_sample_rate"
 
 
 def test_a_clip_declared_at_a_tiny_rate_is_refused_for_its_rate():
@@ -61,7 +79,29 @@ def test_non_finite_samples_are_refused(bad):
 def test_check_request_checks_every_reference():
     assert code_of(check_request, job(ref_audio=clip(1.0))) == "ref_audio_length"
     assert code_of(check_request, job(aux_ref_audios=[clip(4.0, 4000)])) == "ref_audio_sample_rate"
-    check_request(job(aux_ref_audios=[clip(1.0)]))
+    assert code_of(check_request, job(aux_ref_audios=[clip(1.0)])) == "ref_audio_length"
+    check_request(job(aux_ref_audios=[clip(4.0)]))
+
+
+def test_check_request_bounds_the_number_of_aux_clips():
+    limits = RequestLimits(max_aux_refs=2)
+    check_request(job(aux_ref_audios=[clip(4.0)] * 2), limits)
+    assert code_of(check_request, job(aux_ref_audios=[clip(4.0)] * 3), limits) == "too_many_aux_refs"
+
+
+def test_check_request_decodes_file_bytes_once_within_the_budget():
+    """A job built from file bytes (a stored voice's clips) comes back decoded; later stages trust it.
+    The budget is charged from the headers before decoding: one clip too many is a 413-kind error."""
+    data = wav_file(4.0, 32000)
+    checked = check_request(job(ref_audio=data, aux_ref_audios=[data]))
+    assert isinstance(checked.ref_audio, ReferenceAudio) and checked.ref_audio.seconds == 4.0
+    assert all(isinstance(a, ReferenceAudio) for a in checked.aux_ref_audios)
+    one_clip = processing_bytes(read_header(data))
+    tight = RequestLimits(reference_budget_bytes=one_clip + one_clip // 2)
+    check_request(job(ref_audio=data), tight)
+    with pytest.raises(TooLarge) as caught:
+        check_request(job(ref_audio=data, aux_ref_audios=[data]), tight)
+    assert caught.value.code == "reference_budget_exceeded"
 
 
 @pytest.mark.parametrize("lang", ["all_yue", "all_ko", "yue", "ko", "auto_yue"])
@@ -88,7 +128,7 @@ def test_super_sampling_needs_its_model_for_v3_only():
 
 
 def test_the_plan_uses_aux_references_and_buckets_as_upstream_does():
-    aux = [clip(1.0), clip(2.0)]
+    aux = [clip(3.0), clip(4.0)]
     sovits_plan = plan_synthesis(job(aux_ref_audios=aux, keep_random=False, seed=9), "v2Pro")
     assert len(sovits_plan.references) == 3 and sovits_plan.bucket and sovits_plan.seed == 9
     vocoder_plan = plan_synthesis(job(aux_ref_audios=aux), "v4")
