@@ -48,14 +48,11 @@ def build_settings(argv: list[str] | None = None) -> Settings:
 def main(argv: list[str] | None = None) -> None:
     import uvicorn
 
+    from app.http_limits import uvicorn_config
     from app.main import create_app
 
     settings = build_settings(argv)
-    app = create_app(settings)
-    # access_log off: our middleware already writes one line per request (with its id and error code).
-    uvicorn.run(
-        app, host=settings.host, port=settings.port, log_config=None, log_level=settings.log_level, access_log=False
-    )
+    uvicorn.Server(uvicorn_config(create_app(settings), settings)).run()
 
 
 if __name__ == "__main__":

@@ -7,6 +7,7 @@ Body: ``{"error": {"code": "...", "message": "...", "request_id": "...", "detail
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -106,6 +107,25 @@ def error_response(status: int, message: str, code: str | None = None, details: 
     return JSONResponse(error_body(status, message, code, details), status_code=status, headers=headers)
 
 
+# A surface that answers errors in its own shape (OpenAI's error object, api_v2's {"message"}) says so
+# here for its paths; refusals made before a route runs (a slow or too large body, an unknown method)
+# then answer in that shape too. (path matcher, body builder of (status, message, code))
+ErrorShape = Callable[[int, str, str | None], dict[str, Any]]
+_SURFACE_SHAPES: list[tuple[Callable[[str], bool], ErrorShape]] = []
+
+
+def register_error_shape(matches: Callable[[str], bool], shape: ErrorShape) -> None:
+    _SURFACE_SHAPES.append((matches, shape))
+
+
+def error_payload(path: str, status: int, message: str, code: str | None = None) -> dict[str, Any]:
+    """The body of an error answered at ``path``: its surface's shape, else the service's."""
+    for matches, shape in _SURFACE_SHAPES:
+        if matches(path):
+            return shape(status, message, code)
+    return error_body(status, message, code)
+
+
 def _describe_validation(errors: list[dict[str, Any]]) -> str:
     parts = []
     for err in errors[:5]:
@@ -165,14 +185,10 @@ def install_error_handlers(app: FastAPI) -> None:
         headers = getattr(exc, "headers", None)
         if exc.status_code == 405:
             headers = {**(headers or {}), "Allow": allowed_methods(request)}
-        if request.url.path.startswith("/v1/"):
-            # OpenAI's surface answers OpenAI's error body, also for paths none of its routes match.
-            from app.compat.openai import openai_error  # imported here: that module imports this one
-
-            code = "not_found" if exc.status_code == 404 else "http_error"
-            return openai_error(request, exc.status_code, message, code, headers=headers)
-        _note(request, "http_error", message)
-        return error_response(exc.status_code, message, headers=headers)
+        code = _STATUS_CODES.get(exc.status_code, "http_error")
+        _note(request, code, message)
+        body = error_payload(request.url.path, exc.status_code, message, code)
+        return JSONResponse(body, status_code=exc.status_code, headers=headers)
 
 
 def allowed_methods(request: Request) -> str:

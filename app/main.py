@@ -76,7 +76,9 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
     app.state.settings = settings
     app.state.metrics = AppMetrics()
     install_error_handlers(app)
-    app.add_middleware(RequestContextMiddleware, max_body_bytes=settings.max_body_bytes)
+    app.add_middleware(
+        RequestContextMiddleware, max_body_bytes=settings.max_body_bytes, body_timeout_s=settings.body_timeout_s
+    )
     app.add_middleware(HttpMetricsMiddleware, metrics=app.state.metrics)  # outermost: sees every answer
     for module in (health, text, weights, synthesis, voices, api_v2, openai, metrics):
         app.include_router(module.router)

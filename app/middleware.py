@@ -10,7 +10,8 @@ import uuid
 
 from fastapi import HTTPException
 
-from app.errors import ERROR_SCOPE_KEY, error_body
+from app.errors import ERROR_SCOPE_KEY, error_payload
+from app.http_limits import BodyTimeout, timed_receive
 from app.logging_setup import REQUEST_ID_PATTERN, request_id_var
 
 log = logging.getLogger("app.request")
@@ -21,12 +22,14 @@ _CLIENT_ID = re.compile(REQUEST_ID_PATTERN)
 
 class RequestContextMiddleware:
     """Gives every request an id (the client's ``X-Request-ID`` when sane, else a new one), puts it
-    in the response headers and in every log line, refuses bodies over ``max_body_bytes`` with 413,
-    and turns any unhandled exception into the standard 500 body without a stack trace."""
+    in the response headers and in every log line, refuses bodies over ``max_body_bytes`` with 413
+    and bodies slower than ``body_timeout_s`` with 408, and turns any unhandled exception into the
+    standard 500 body without a stack trace."""
 
-    def __init__(self, app, max_body_bytes: int):
+    def __init__(self, app, max_body_bytes: int, body_timeout_s: float = 60.0):
         self.app = app
         self.max_body_bytes = max_body_bytes
+        self.body_timeout_s = body_timeout_s
 
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
@@ -51,7 +54,7 @@ class RequestContextMiddleware:
 
         async def reply(status: int, message: str, code: str | None = None):
             scope[ERROR_SCOPE_KEY] = f"{code}: {message}"
-            body = json.dumps(error_body(status, message, code)).encode()
+            body = json.dumps(error_payload(scope.get("path", ""), status, message, code)).encode()
             await send_with_id(
                 {
                     "type": "http.response.start",
@@ -65,7 +68,7 @@ class RequestContextMiddleware:
             declared = headers.get(b"content-length")
             if declared is not None and declared.isdigit() and int(declared) > self.max_body_bytes:
                 raise _BodyTooLarge(self.max_body_bytes)
-            receive = _limit_body(receive, self.max_body_bytes)
+            receive = _limit_body(timed_receive(receive, self.body_timeout_s), self.max_body_bytes)
             boundary = _multipart_boundary(headers.get(b"content-type", b""))
             if boundary is not None:
                 # Starlette reads a form field that is not UTF-8 as Latin-1, silently: check first.
@@ -77,6 +80,9 @@ class RequestContextMiddleware:
         except _BodyTooLarge as exc:
             if not started:
                 await reply(413, exc.detail, "payload_too_large")
+        except BodyTimeout as exc:
+            if not started:
+                await reply(408, exc.detail, "request_timeout")
         except Exception:
             log.exception("unhandled error in %s %s", scope.get("method"), scope.get("path"))
             if not started:

@@ -122,8 +122,7 @@ class Settings(BaseSettings):
     body_timeout_s: float = Field(
         60.0,
         gt=0,
-        description="Seconds a request body may take to arrive (slow uploads get 408); also the longest "
-        "wait for one piece of it.",
+        description="Seconds a request body may take to arrive after its headers (slower uploads get 408).",
     )
     header_timeout_s: float = Field(
         10.0, gt=0, description="Seconds a client may take to send a request's headers (the connection is closed)."

@@ -31,7 +31,7 @@ from app.engine.encoding import MEDIA_TYPES
 from app.engine.jobs import CUT_METHODS, ReferenceAudio, SynthesisJob
 from app.engine.languages import LANGUAGES
 from app.engine.reference_clips import ReferenceBudget
-from app.errors import ServiceError
+from app.errors import ServiceError, register_error_shape
 from app.routers.synthesis import (
     audio_answer,
     check_aux_clips,
@@ -113,11 +113,20 @@ class Refusal(ServiceError):
     code = "bad_request"
 
 
-def _message(status: int, message: str, code: str | None = None, headers=None) -> JSONResponse:
+def _message_body(status: int, message: str, code: str | None = None) -> dict[str, Any]:
     body: dict[str, Any] = {"message": message}
     if code:
         body["code"] = code
-    return JSONResponse(body, status_code=status, headers=headers)
+    return body
+
+
+def _message(status: int, message: str, code: str | None = None, headers=None) -> JSONResponse:
+    return JSONResponse(_message_body(status, message, code), status_code=status, headers=headers)
+
+
+# Refusals made before a route runs (a slow or too large body, a wrong method) answer api_v2's shape.
+API_V2_PATHS = frozenset({"/tts", "/set_gpt_weights", "/set_sovits_weights", "/set_refer_audio", "/control"})
+register_error_shape(API_V2_PATHS.__contains__, _message_body)
 
 
 def _streaming_mode(value: bool | int) -> int:

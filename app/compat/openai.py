@@ -34,7 +34,7 @@ from app.engine import errors as engine_errors
 from app.engine.encoding import StreamEncoder
 from app.engine.engine import AudioStream
 from app.engine.jobs import SynthesisJob
-from app.errors import ERROR_SCOPE_KEY, ServiceError, engine_status
+from app.errors import ERROR_SCOPE_KEY, ServiceError, engine_status, register_error_shape
 from app.routers.synthesis import audio_answer, reference_budget, voice_references, while_connected
 from app.routers.text import check_text_size
 from app.schemas.openai import (
@@ -60,17 +60,25 @@ class OpenAIRefusal(ServiceError):
         self.param = param
 
 
-def openai_error(request: Request, status: int, message: str, code: str | None, param: str | None = None,
-                 headers: dict[str, str] | None = None) -> JSONResponse:  # fmt: skip
+def openai_error_body(status: int, message: str, code: str | None, param: str | None = None) -> dict:
     if status == 429:
         kind = "rate_limit_exceeded"
     elif status >= 500:
         kind = "server_error"
     else:
         kind = "invalid_request_error"
+    return {"error": {"message": message, "type": kind, "param": param, "code": code}}
+
+
+def openai_error(request: Request, status: int, message: str, code: str | None, param: str | None = None,
+                 headers: dict[str, str] | None = None) -> JSONResponse:  # fmt: skip
     request.scope[ERROR_SCOPE_KEY] = f"{code}: {message}"  # the request log says why
-    body = {"error": {"message": message, "type": kind, "param": param, "code": code}}
-    return JSONResponse(body, status_code=status, headers=headers)
+    return JSONResponse(openai_error_body(status, message, code, param), status_code=status, headers=headers)
+
+
+# Errors answered before a route runs (unknown paths and methods, slow or too large bodies) take
+# OpenAI's shape under /v1/ too.
+register_error_shape(lambda path: path.startswith("/v1/"), openai_error_body)
 
 
 def _validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
@@ -108,8 +116,9 @@ class OpenAIRoute(APIRoute):
                                     headers=headers)  # fmt: skip
             except StarletteHTTPException as exc:
                 message = exc.detail if isinstance(exc.detail, str) else "request failed"
+                code = "request_timeout" if exc.status_code == 408 else None
                 return openai_error(
-                    request, exc.status_code, message, None, headers=getattr(exc, "headers", None)
+                    request, exc.status_code, message, code, headers=getattr(exc, "headers", None)
                 )
 
         return route

@@ -10,6 +10,7 @@ import uvicorn
 from fastapi.testclient import TestClient
 
 from app.demo import write_demo_weights
+from app.http_limits import uvicorn_config
 from app.main import create_app
 from app.settings import Settings
 
@@ -64,7 +65,8 @@ def client(make_client) -> TestClient:
 def live_server(app) -> Iterator[str]:
     """Serve ``app`` with uvicorn on a free local port for the block; yields its base URL. For tests
     that need a real connection (a client that disconnects, curl)."""
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=0, log_config=None, access_log=False))
+    # The server the CLI runs (uvicorn_config: head and body limits), on a free port.
+    server = uvicorn.Server(uvicorn_config(app, app.state.settings, host="127.0.0.1", port=0))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     try:

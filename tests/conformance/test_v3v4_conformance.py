@@ -27,8 +27,8 @@ import torch
 import torch.nn.functional as F
 
 from app.engine.audio_features import resample_sinc
-from app.engine.reference_clips import decode_clip
 from app.engine.models.sovits_v3 import VARIANTS, SoVITSV3, Variant, mel_spectrogram, norm_spec
+from app.engine.reference_clips import decode_clip
 from tests.conftest import conformance_dir, corpus_case_arrays, corpus_difference
 
 pytestmark = [pytest.mark.conformance, pytest.mark.fullsize]
