@@ -31,13 +31,14 @@ from typing import Any
 
 from fastapi import FastAPI
 from pydantic import ValidationError
+from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Match, Mount
 
 from app.engine.errors import Cancelled, EngineError
 from app.engine.jobs import SAMPLE_STEPS, job_defaults
 from app.engine.languages import LANGUAGES, languages_for
 from app.engine.reference_clips import ReferenceBudget
-from app.errors import ServiceError, _describe_validation
+from app.errors import InvalidInput, ServiceError, _describe_validation
 from app.logging_setup import request_id_var
 from app.routers.synthesis import check_aux_clips, decode_clip, inference_job
 from app.routers.text import check_text_size
@@ -81,7 +82,10 @@ def session_id(request: gr.Request | None) -> str:
 
 
 async def _read_clip(path: str, field: str, budget: ReferenceBudget):
-    data = await asyncio.to_thread(Path(path).read_bytes)  # gradio's own upload (nothing else is accepted)
+    try:  # gradio's own upload (nothing else is accepted)
+        data = await asyncio.to_thread(Path(path).read_bytes)
+    except OSError:  # said without the server's path
+        raise InvalidInput(f"{field}: the uploaded file {Path(path).name!r} is gone; upload it again") from None
     return decode_clip(data, Path(path).name, field, budget)
 
 
@@ -351,7 +355,17 @@ class GradioPaths(Mount):
         found = [route.matches(inner)[0] for route in self.app.router.routes]
         if Match.FULL in found:
             return Match.FULL, child
-        return (Match.PARTIAL, child) if Match.PARTIAL in found else (Match.NONE, {})
+        if Match.PARTIAL in found:  # a gradio path, another method (TRACE /): the service's 405
+            return Match.PARTIAL, {**child, WRONG_METHOD: True}
+        return Match.NONE, {}
+
+    async def handle(self, scope, receive, send):
+        if scope.get(WRONG_METHOD):
+            raise StarletteHTTPException(405, f"{scope['method']} is not allowed on {scope['path']}")
+        await super().handle(scope, receive, send)
+
+
+WRONG_METHOD = "gsv.gradio_wrong_method"
 
 
 def mount_web_ui(app: FastAPI, settings: Settings) -> None:
@@ -370,6 +384,9 @@ def mount_web_ui(app: FastAPI, settings: Settings) -> None:
         mcp_server=False,
         pwa=False,
         max_file_size=settings.max_body_bytes,
+        # Only the service's own refusals (gr.Error) are shown; an unexpected exception's text (which
+        # can hold server paths) stays in the log.
+        show_error=False,
     )
     mounted = app.router.routes[-1]
     assert isinstance(mounted, Mount) and mounted.path == "", "mount_gradio_app appends its mount"

@@ -38,7 +38,7 @@ from app.engine.jobs import (
     as_reference,
 )
 from app.engine.languages import LANGUAGES, languages_for
-from app.engine.reference_clips import REFERENCE_RULES, ClipRules, ReferenceBudget
+from app.engine.reference_clips import REFERENCE_RULES, AudioSource, ClipRules, ReferenceBudget
 from app.engine.text.cut import SPLITS
 from app.engine.text.symbols import text_version
 
@@ -182,13 +182,23 @@ def check_request(job: SynthesisJob, limits: RequestLimits = RequestLimits()) ->
     check_parameters(job)
     check_aux_count(len(job.aux_ref_audios), limits)
     budget = ReferenceBudget(limits.reference_budget_bytes)
-    main = as_reference(job.ref_audio, "ref_audio_path", budget)
-    check_reference(main)
-    aux = []
-    for clip in job.aux_ref_audios:
-        aux.append(as_reference(clip, "aux_ref_audio_paths", budget))
-        check_reference(aux[-1], "aux_ref_audio_paths")
+    main, aux = checked_references(job.ref_audio, job.aux_ref_audios, budget)
     return dataclasses.replace(job, ref_audio=main, aux_ref_audios=aux)
+
+
+def checked_references(
+    main: ReferenceAudio | AudioSource,
+    aux: Sequence[ReferenceAudio | AudioSource],
+    budget: ReferenceBudget | None = None,
+    fields: tuple[str, str] = ("ref_audio_path", "aux_ref_audio_paths"),
+) -> tuple[ReferenceAudio, list[ReferenceAudio]]:
+    """The main and auxiliary clips decoded (file bytes within ``budget``) and checked against the
+    reference rules; refusals name ``fields`` (the main clip's, the auxiliary ones')."""
+    decoded = []
+    for clip, field in [(main, fields[0]), *((a, fields[1]) for a in aux)]:
+        decoded.append(as_reference(clip, field, budget))
+        check_reference(decoded[-1], field)
+    return decoded[0], decoded[1:]
 
 
 def plan_synthesis(job: SynthesisJob, model_version: str) -> SynthesisPlan:

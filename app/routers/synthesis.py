@@ -17,7 +17,7 @@ from app.engine.encoding import MEDIA_TYPES, StreamEncoder, encode
 from app.engine.engine import AudioStream, Engine
 from app.engine.errors import Cancelled, InvalidRequest, NotFound
 from app.engine.jobs import ReferenceAudio, SynthesisJob
-from app.engine.planning import check_aux_count, check_reference
+from app.engine.planning import check_aux_count, check_reference, checked_references
 from app.engine.reference_clips import ReferenceAudioError, ReferenceBudget
 from app.engine.registry import resolve_under
 from app.errors import InvalidInput, PayloadTooLarge, ServiceError
@@ -119,19 +119,13 @@ def voice_references(
     """A stored voice's clips, decoded under the current rules. A voice saved before them that breaks
     them is refused with what is wrong (``gsv-check-voices`` lists such voices)."""
     try:
-        main = ReferenceAudio.decode(voice.ref_audio, "ref_audio", budget)
-        check_reference(main, "ref_audio")
-        aux = []
-        for clip in voice.aux_ref_audios:
-            aux.append(ReferenceAudio.decode(clip, "aux_ref_audio", budget))
-            check_reference(aux[-1], "aux_ref_audio")
+        return checked_references(voice.ref_audio, voice.aux_ref_audios, budget, ("ref_audio", "aux_ref_audio"))
     except InvalidRequest as exc:
         raise InvalidRequest(
             f"stored voice {name!r} cannot be used: {exc.message}. Store it again with a clip that fits the "
             "rules (gsv-check-voices lists every such voice)",
             code="stored_voice_invalid",
         ) from None
-    return main, aux
 
 
 STREAM_FORMATS = (
