@@ -35,6 +35,8 @@ MIN_REFERENCE_RATE = 8000  # below this a clip holds no usable speech band (HuBE
 MAX_REFERENCE_RATE = 192_000  # the highest rate studio recorders write
 # Samples decoded per block, across channels: a block of a 255-channel file is still this small.
 DECODE_BLOCK_SAMPLES = 1 << 20
+# libsndfile reports a length it does not know (a FLAC written as a stream) as about 2**63 frames.
+UNKNOWN_FRAMES = 1 << 60
 # The highest rate any model conditions on (v4's mel input and v2's 32 kHz stay below it).
 LARGEST_MODEL_RATE = 48_000
 
@@ -72,8 +74,12 @@ class ClipHeader:
 
     sample_rate: int
     channels: int
-    frames: int  # as claimed; libsndfile reports an unknown length as a huge number
+    frames: int  # as claimed; UNKNOWN_FRAMES or more when the container does not say
     format: str
+
+    @property
+    def length_known(self) -> bool:
+        return self.frames < UNKNOWN_FRAMES
 
     @property
     def seconds(self) -> float:
@@ -85,8 +91,10 @@ def _open(source: AudioSource) -> soundfile.SoundFile:
         source = io.BytesIO(bytes(source))
     try:
         return soundfile.SoundFile(source)
-    except (soundfile.LibsndfileError, RuntimeError, TypeError, ValueError, OverflowError) as exc:
-        raise ReferenceAudioError(f"reference audio cannot be decoded ({exc})") from None
+    except (soundfile.LibsndfileError, RuntimeError, TypeError, ValueError, OverflowError):
+        raise ReferenceAudioError(
+            "reference audio cannot be decoded (not a WAV, FLAC, OGG or MP3 file that can be read)"
+        ) from None
 
 
 def read_header(source: AudioSource) -> ClipHeader:
@@ -110,6 +118,14 @@ def check_header(header: ClipHeader, rules: ClipRules = REFERENCE_RULES, field: 
         )
     if header.channels < 1:
         raise ReferenceAudioError(f"{field} has no audio channel")
+    if not header.length_known:
+        # libsndfile cannot read such a file to its end (it fails near it), and would size a whole read
+        # by the unknown length: refused rather than guessed.
+        raise InvalidRequest(
+            f"{field} does not say how long it is (a file written as a stream); save it again as a "
+            "complete WAV or FLAC file",
+            code="ref_audio_length_unknown",
+        )
     if header.frames > rules.max_frames(header.sample_rate):
         raise InvalidRequest(
             f"{field} says it lasts {header.seconds:.2f} s; the reference clip must be {rules.describe_length()}",
@@ -178,12 +194,12 @@ def decode_clip(
                 frames += data.shape[0]
                 if frames > limit:
                     raise InvalidRequest(
-                        f"{field} lasts more than {rules.max_seconds:g} s (more than its header said); "
+                        f"{field} lasts more than {rules.max_seconds:g} s; "
                         f"the reference clip must be {rules.describe_length()}",
                         code="ref_audio_length",
                     )
-        except (soundfile.LibsndfileError, RuntimeError) as exc:
-            raise ReferenceAudioError(f"{field} cannot be decoded ({exc})") from None
+        except (soundfile.LibsndfileError, RuntimeError):
+            raise ReferenceAudioError(f"{field} cannot be decoded (its audio data is damaged)") from None
     if frames == 0:
         raise ReferenceAudioError(f"{field}: reference audio is empty")
     samples = parts[0] if len(parts) == 1 else np.concatenate(parts)
