@@ -19,6 +19,7 @@ while handling the case minus the resident memory before it (the peak is reset p
 from __future__ import annotations
 
 import json
+import os
 import re
 import resource
 import sys
@@ -122,9 +123,11 @@ def run_bounded(mode: str, cases, folder: Path, timeout_s: float = 900) -> dict[
     spec, out = folder / f"{mode}-cases.json", folder / f"{mode}-results.json"
     spec.write_text(json.dumps(cases))
     root = Path(__file__).resolve().parents[1]
+    # Two malloc arenas: worker threads' first allocations would otherwise each reserve their own.
+    env = {**os.environ, "MALLOC_ARENA_MAX": "2"}
     done = subprocess.run(
         [sys.executable, "-m", "tests.bounded", mode, str(spec), str(out)],
-        cwd=root, capture_output=True, text=True, timeout=timeout_s,
+        cwd=root, capture_output=True, text=True, timeout=timeout_s, env=env,
     )  # fmt: skip
     assert done.returncode == 0, f"the bounded child failed ({done.returncode}):\n{done.stderr[-4000:]}"
     return {r["id"]: r for r in json.loads(out.read_text())}

@@ -224,3 +224,9 @@ def test_a_path_the_client_names_outside_gradios_uploads_is_never_read(url, tmp_
     for path in (secret, Path("pyproject.toml").resolve()):
         r = httpx.get(f"{url}/gradio_api/file={path}", timeout=30)
         assert r.status_code in (403, 404), (path, r.status_code)
+
+
+def test_methods_gradio_does_not_serve_answer_the_services_405(url):
+    for path in ("/", "/config"):
+        r = httpx.request("TRACE", f"{url}{path}", timeout=30)
+        assert r.status_code == 405 and r.json()["error"]["code"] == "method_not_allowed", r.text
