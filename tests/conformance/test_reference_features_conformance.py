@@ -25,6 +25,7 @@ from app.engine import audio_features
 from app.engine.checkpoints import CheckpointError, load_checkpoint
 from app.engine.models.hubert import HubertEncoder
 from app.engine.models.speaker import UNUSED_HEAD_PREFIXES, SpeakerEncoder
+from app.engine.reference_clips import decode_clip
 from tests.conftest import assert_matches_corpus, conformance_dir, corpus_case_arrays, corpus_weights_layout
 
 pytestmark = pytest.mark.conformance
@@ -85,7 +86,7 @@ def _params(kind: str) -> list:
 @cache
 def _reference(name: str) -> tuple[np.ndarray, int]:
     index = json.loads((MODELS_DIR / "index.json").read_text(encoding="utf-8"))
-    return audio_features.load_reference(MODELS_DIR / index["refs"][name]["file"])
+    return decode_clip(MODELS_DIR / index["refs"][name]["file"])
 
 
 @pytest.fixture(scope="module")
