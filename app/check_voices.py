@@ -11,7 +11,7 @@ import argparse
 import sys
 
 from app.engine.errors import EngineError
-from app.engine.planning import checked_references
+from app.engine.planning import check_aux_count, checked_references
 from app.engine.reference_clips import ReferenceBudget
 from app.settings import Settings, request_limits, store_url
 from app.store.voices import open_voice_store
@@ -25,10 +25,8 @@ def problems(settings: Settings) -> list[tuple[str, str]]:
     try:
         for info in store.list():
             voice = store.get_clips(info.name)
-            if len(voice.aux_ref_audios) > limits.max_aux_refs:
-                found.append((info.name, f"{len(voice.aux_ref_audios)} auxiliary clips; at most {limits.max_aux_refs}"))
-                continue
             try:
+                check_aux_count(len(voice.aux_ref_audios), limits, "aux_ref_audio")
                 budget = ReferenceBudget(limits.reference_budget_bytes)
                 checked_references(voice.ref_audio, voice.aux_ref_audios, budget, ("ref_audio", "aux_ref_audio"))
             except EngineError as exc:

@@ -24,6 +24,8 @@ import uvicorn
 from fastapi import HTTPException
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
+from app.errors import error_body
+
 
 class _HeadTooLarge(Exception):
     """Raised inside the parser's callback to stop parsing; the protocol answers 431."""
@@ -61,6 +63,8 @@ class GuardedHttpProtocol(HttpToolsProtocol):
         super().connection_lost(exc)
 
     def on_message_begin(self) -> None:
+        # A keep-alive connection's next request: its head must come in time too (between requests
+        # uvicorn's own keep-alive timer closes an idle connection).
         super().on_message_begin()
         self._head_bytes = 0
         self._arm_head_timer()
@@ -79,11 +83,6 @@ class GuardedHttpProtocol(HttpToolsProtocol):
         self._disarm_head_timer()
         super().on_headers_complete()
 
-    def on_response_complete(self) -> None:
-        super().on_response_complete()
-        # An idle keep-alive connection is closed by uvicorn's own timer; a next request that starts
-        # arms the head timer again (on_message_begin).
-
     def _count(self, size: int) -> None:
         self._head_bytes += size
         if self._head_bytes > self.max_header_bytes:
@@ -98,9 +97,7 @@ class GuardedHttpProtocol(HttpToolsProtocol):
         if self._head_refused is None:
             super().send_400_response(msg)
             return
-        body = json.dumps(
-            {"error": {"code": "request_header_fields_too_large", "message": self._head_refused, "request_id": None}}
-        ).encode()
+        body = json.dumps(error_body(431, self._head_refused)).encode()
         self.transport.write(
             b"HTTP/1.1 431 Request Header Fields Too Large\r\ncontent-type: application/json\r\n"
             b"content-length: " + str(len(body)).encode() + b"\r\nconnection: close\r\n\r\n" + body

@@ -20,13 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from app.engine.reference_clips import (
-    REFERENCE_RULES,
-    AudioSource,
-    ClipRules,
-    ReferenceBudget,
-    decode_clip,
-)
+from app.engine.reference_clips import AudioSource, ReferenceBudget, decode_clip
 
 # Cut methods by code (upstream's text_split_method values).
 CUT_METHODS: tuple[str, ...] = ("cut0", "cut1", "cut2", "cut3", "cut4", "cut5")
@@ -90,12 +84,11 @@ class ReferenceAudio:
         source: AudioSource,
         field: str = "ref_audio_path",
         budget: ReferenceBudget | None = None,
-        rules: ClipRules = REFERENCE_RULES,
     ) -> ReferenceAudio:
         """From a path, raw file bytes (WAV, FLAC, OGG ...) or a binary file object, within the
         reference rules (``app.engine.reference_clips``): a clip that breaks them, or cannot be
         decoded, is refused before its samples are read."""
-        samples, sample_rate = decode_clip(source, rules, field, budget)
+        samples, sample_rate = decode_clip(source, field=field, budget=budget)
         return cls(samples, sample_rate)
 
     @property
