@@ -208,3 +208,20 @@ def test_set_refer_audio_refuses_paths_outside_its_root_as_api_v2_does(tmp_path)
             r = client.get("/set_refer_audio", params={"refer_audio_path": name})
             assert r.status_code == 400 and r.json()["message"] == "set refer audio failed", (name, r.text)
         assert client.get("/set_refer_audio", params={"refer_audio_path": "ok.wav"}).json() == {"message": "success"}
+
+
+def test_openais_own_client_reads_a_poisoned_voices_refusal(demo_root, tmp_path):
+    """The real ``openai`` client gets a BadRequestError it can read (code, message), not a 500."""
+    import openai
+
+    from tests.api.conftest import live_server
+
+    settings = Settings(weights_root=demo_root, data_dir=tmp_path / "data", web_ui=False)
+    poison(settings, "poisoned", silent_flac(300))
+    with live_server(create_app(settings)) as url:
+        client = openai.OpenAI(base_url=f"{url}/v1", api_key="unused", max_retries=0, timeout=120)
+        with pytest.raises(openai.BadRequestError) as caught:
+            client.audio.speech.create(model="tts-1", voice="poisoned", input="你好。")
+    error = caught.value.body
+    assert caught.value.status_code == 400 and error["code"] == "stored_voice_invalid", error
+    assert "poisoned" in error["message"] and "10 s" in error["message"]
